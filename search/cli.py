@@ -1,0 +1,69 @@
+"""The ``peftsweep`` command line.
+
+Each subcommand lives in the module that owns its work; this file only wires them together.
+A command module provides ``add_arguments(parser)`` and ``run(args) -> int`` for each command
+(``add_<cmd>_arguments`` / ``run_<cmd>`` when one module serves several). Heavy imports (torch,
+ray) stay inside the ``run`` functions so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from models.errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+# name -> (module, help). The module holds add_<name>_arguments(parser) and run_<name>(args).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("search.cli_sweep", "run a sweep from a YAML config on a local (embedded) Ray"),
+    "resume": ("search.cli_sweep", "resume a sweep from its output folder without redoing finished trials"),
+    "demo": ("search.cli_sweep", "the main job: pretrain a small base if absent, then a real small sweep"),
+    "launch": ("search.cli_cluster", "run a sweep on an existing Ray cluster (--address ray://HOST:PORT|auto)"),
+    "pareto": ("search.cli_results", "print the Pareto front(s) of a sweep output folder"),
+    "report": ("search.cli_results", "write the static HTML + PNG report of a sweep output folder"),
+    "select": ("search.cli_select", "pick a PEFT method for a new domain automatically"),
+    "params": ("models.cli", "count total and trainable parameters of a model + PEFT method"),
+    "data": ("models.cli", "dataset tools: 'data check' validates a COCO dataset, 'data synth' writes one"),
+    "pretrain": ("models.cli", "train a small base model on the synthetic source domain"),
+    "bench": ("search.cli_bench", "benchmarks: 'bench kernel', 'bench latency', 'bench search'"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peftsweep",
+        description="Distributed hyperparameter search for parameter-efficient fine-tuning "
+        "of instance-segmentation models (Mask DINO, SEEM) with Ray Tune + Optuna.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(module, f"add_{name}_arguments")(cmd)
+        cmd.set_defaults(_handler=getattr(module, f"run_{name}"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._handler(args) or 0)
+    except UserError as exc:
+        print(f"peftsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("peftsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+def _entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()
