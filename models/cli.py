@@ -2,14 +2,6 @@
 
 import argparse
 
-def add_params_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
-def run_params(args: argparse.Namespace) -> int:
-    raise NotImplementedError("params")
-
-
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 

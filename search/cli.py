@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pareto": ("search.cli_results", "print the Pareto front(s) of a sweep output folder"),
     "report": ("search.cli_results", "write the static HTML + PNG report of a sweep output folder"),
     "select": ("search.cli_select", "pick a PEFT method for a new domain automatically"),
-    "params": ("models.cli", "count total and trainable parameters of a model + PEFT method"),
+    "params": ("models.peft.cli", "count total and trainable parameters of a model + PEFT method"),
     "data": ("models.cli", "dataset tools: 'data check' validates a COCO dataset, 'data synth' writes one"),
     "pretrain": ("models.cli", "train a small base model on the synthetic source domain"),
     "bench": ("search.cli_bench", "benchmarks: 'bench kernel', 'bench latency', 'bench search'"),
