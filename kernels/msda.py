@@ -1,4 +1,9 @@
-"""MSDA dispatch and the deformable-attention module."""
+"""MSDA dispatch and the deformable-attention module.
+
+Backends: ``torch`` (grid_sample reference, any device), ``triton`` (the kernels of
+:mod:`kernels.triton_msda`: CUDA tensors, or CPU tensors under the Triton interpreter), ``auto``
+(Triton for CUDA tensors, torch otherwise). Triton is only imported when it is about to be used.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,29 @@ from typing import Literal
 import torch
 from torch import nn
 
-from kernels.reference import ms_deform_attn_torch
+from kernels.lora import LoRALinear
+from kernels.reference import ms_deform_attn_torch, sampling_locations_torch
 
-__all__ = ["MSDeformAttn", "ms_deform_attn"]
+__all__ = ["Backend", "MSDeformAttn", "ms_deform_attn", "resolve_backend"]
 
 Backend = Literal["auto", "torch", "triton"]
+
+
+def resolve_backend(backend: str, device: torch.device, channels_per_head: int = 8) -> str:
+    """``"torch"`` or ``"triton"`` for tensors on ``device``; raises for an unusable explicit choice.
+
+    ``auto`` picks Triton for CUDA tensors whose channels per head are a multiple of 8 (the kernels'
+    requirement) and the PyTorch path otherwise.
+    """
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and channels_per_head % 8 == 0 else "torch"
+    if backend == "triton":
+        from kernels.triton_ops import check_triton_usable
+
+        check_triton_usable(device)
+    return backend
 
 
 def ms_deform_attn(
@@ -25,23 +48,43 @@ def ms_deform_attn(
 ) -> torch.Tensor:
     """MSDA with Deformable-DETR semantics; see :func:`kernels.reference.ms_deform_attn_torch`.
 
-    ``auto`` runs Triton on CUDA tensors and the PyTorch path on the CPU.
+    Differentiable w.r.t. value, sampling_locations and attention_weights on every backend.
+    ``auto`` runs Triton on CUDA tensors and the PyTorch path on the CPU; ``triton`` on CPU tensors
+    needs ``TRITON_INTERPRET=1`` set before the first Triton use in the process (RuntimeError
+    otherwise). The Triton path needs D (channels per head) to be a multiple of 8.
     """
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    # TODO(kernels issue): Triton dispatch.
-    return ms_deform_attn_torch(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if resolve_backend(backend, value.device, value.shape[-1]) == "triton":
+        from kernels.triton_ops import ms_deform_attn_triton
+
+        return ms_deform_attn_triton(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    return ms_deform_attn_torch(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
 
 
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (Deformable DETR), parameter names as upstream.
 
     Submodules (their names are the official state_dict keys): ``sampling_offsets``,
-    ``attention_weights``, ``value_proj``, ``output_proj``.
+    ``attention_weights``, ``value_proj``, ``output_proj``. Any of them may be replaced by a
+    :class:`kernels.LoRALinear` (same keys plus ``lora_A``/``lora_B``).
+
+    Triton path (``backend`` resolves to ``triton``): the sampling offsets -- including an unmerged
+    LoRA term of ``sampling_offsets`` -- and the sampling locations are computed inside the sampling
+    kernel, so the (N, Lq, M, L, P, 2) offsets/locations are not materialised in the forward; a
+    merged LoRALinear or a plain Linear runs the same kernel without the LoRA term. Torch path: the
+    unfused composition (projection, locations, grid_sample). Both give the same numbers.
     """
 
     def __init__(
-        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, backend: Backend = "auto"
+        self,
+        d_model: int = 256,
+        n_levels: int = 4,
+        n_heads: int = 8,
+        n_points: int = 4,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
@@ -89,21 +132,54 @@ class MSDeformAttn(nn.Module):
         n, lq, _ = query.shape
         _, s, _ = input_flatten.shape
         m, lv, p = self.n_heads, self.n_levels, self.n_points
+        if reference_points.shape[-1] not in (2, 4):
+            raise ValueError(f"reference_points last dim must be 2 or 4, got {reference_points.shape[-1]}")
+        # value_proj: a LoRALinear composes x W^T + b + s (dropout(x) A^T) B^T with the low-rank
+        # product accumulated in place into the base GEMM's output (kernels.lora.lora_linear).
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, s, m, self.d_model // m)
-        offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
         weights = self.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
-        if reference_points.shape[-1] == 2:
-            normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        elif reference_points.shape[-1] == 4:
-            locations = (
-                reference_points[:, :, None, :, None, :2]
-                + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5
+        if resolve_backend(self.backend, query.device, self.d_model // m) == "triton":
+            out = self._fused_sampling(
+                query, reference_points, value, input_spatial_shapes, input_level_start_index, weights
             )
         else:
-            raise ValueError(f"reference_points last dim must be 2 or 4, got {reference_points.shape[-1]}")
-        out = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights, self.backend)
+            offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
+            locations = sampling_locations_torch(reference_points, offsets, input_spatial_shapes, p)
+            out = ms_deform_attn_torch(
+                value, input_spatial_shapes, input_level_start_index, locations, weights
+            )
         return self.output_proj(out)
+
+    def _fused_sampling(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """Triton path: sampling offsets (with an unmerged LoRA term) and locations computed in-kernel."""
+        from kernels.triton_ops import ms_deform_attn_fused_triton
+
+        proj = self.sampling_offsets
+        lora_hidden = lora_b = None
+        scaling = 1.0
+        if isinstance(proj, LoRALinear) and not proj.merged:
+            lora_hidden, lora_b, scaling = proj.lora_hidden(query), proj.lora_B, proj.scaling
+        return ms_deform_attn_fused_triton(
+            value,
+            spatial_shapes,
+            level_start_index,
+            query,
+            proj.weight,
+            proj.bias,
+            reference_points,
+            weights,
+            lora_hidden=lora_hidden,
+            lora_b=lora_b,
+            scaling=scaling,
+        )

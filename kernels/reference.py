@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ms_deform_attn_torch"]
+__all__ = ["ms_deform_attn_torch", "sampling_locations_torch"]
 
 
 def ms_deform_attn_torch(
@@ -53,3 +53,22 @@ def ms_deform_attn_torch(
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights.to(value.dtype)).sum(-1)
     return out.view(n, m * d, lq).transpose(1, 2).contiguous()
+
+
+def sampling_locations_torch(
+    reference_points: torch.Tensor, offsets: torch.Tensor, spatial_shapes: torch.Tensor, n_points: int
+) -> torch.Tensor:
+    """Deformable-DETR sampling locations from offsets (N, Lq, M, L, P, 2) in pixels of each level.
+
+    2-d reference points (N, Lq, L, 2): ``ref + offset / (W, H)``; 4-d reference boxes
+    (N, Lq, L, 4) = (cx, cy, w, h): ``ref_xy + offset / P * ref_wh * 0.5``.
+    """
+    if reference_points.shape[-1] == 2:
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+        return reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    if reference_points.shape[-1] == 4:
+        return (
+            reference_points[:, :, None, :, None, :2]
+            + offsets / n_points * reference_points[:, :, None, :, None, 2:] * 0.5
+        )
+    raise ValueError(f"reference_points last dim must be 2 or 4, got {reference_points.shape[-1]}")

@@ -1,0 +1,247 @@
+"""Loading official Mask DINO checkpoints (and our own) with weights-only unpickling.
+
+Formats: ``.pth``/``.pt`` (``torch.load(weights_only=True)``; a detectron2 checkpointer file
+``{"model": state_dict, ...}`` or a bare state dict) and ``.pkl`` (detectron2 model-zoo pickles of
+numpy arrays, read with a restricted unpickler that only admits numpy array reconstruction).
+
+Class-count change: when the checkpoint's ``class_embed`` has a different number of classes
+than the model, the class-dependent tensors (``class_embed.weight/bias``, ``label_enc.weight``) are
+not loaded but freshly initialised, and the report says so; the derived buffer
+``criterion.empty_weight`` keeps the model's size. Everything else loads key for key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.errors import UserError
+
+__all__ = ["LoadReport", "load_checkpoint", "save_checkpoint", "read_state_dict", "CLASS_DEPENDENT_SUFFIXES"]
+
+# parameters whose first dimension is the class count (re-initialised on a class-count change)
+CLASS_DEPENDENT_SUFFIXES = ("class_embed.weight", "class_embed.bias", "label_enc.weight")
+_DERIVED_BUFFERS = ("criterion.empty_weight",)
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What happened when loading ``path`` into a model.
+
+    loaded: model keys filled from the checkpoint (aliases of a loaded tensor count as loaded);
+    missing: model keys the checkpoint did not provide; unexpected: checkpoint keys the model lacks;
+    reinitialised: class-dependent keys freshly initialised because the class count changed;
+    shape_mismatch: other keys skipped because shapes differ, as "key: ckpt (...) vs model (...)".
+    """
+
+    path: str
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    reinitialised: list[str]
+    shape_mismatch: list[str]
+    checkpoint_num_classes: int | None
+    model_num_classes: int | None
+
+    def summary(self) -> str:
+        lines = [f"loaded {len(self.loaded)} keys from {self.path}"]
+        if self.reinitialised:
+            lines.append(
+                f"class count {self.checkpoint_num_classes} -> {self.model_num_classes}: re-initialised "
+                + ", ".join(self.reinitialised)
+            )
+        for name, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape mismatch", self.shape_mismatch),
+        ):
+            if keys:
+                shown = ", ".join(keys[:10]) + (f" ... (+{len(keys) - 10})" if len(keys) > 10 else "")
+                lines.append(f"{name} ({len(keys)}): {shown}")
+        return "\n".join(lines)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits only what a pickle of numpy arrays / plain containers needs."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a weights file")
+
+
+def _to_tensor(v: Any) -> torch.Tensor | None:
+    if isinstance(v, torch.Tensor):
+        return v
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    return None
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The model state dict stored in ``path`` (tensors on CPU); UserError naming the file if it
+    is missing, of an unknown type, or not a plain weights file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint: file not found: {p}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".pth", ".pt"):
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        elif suffix == ".pkl":
+            with open(p, "rb") as f:
+                obj = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+        else:
+            raise UserError(f"checkpoint: unsupported file type {suffix!r} (want .pth, .pt or .pkl): {p}")
+    except UserError:
+        raise
+    except Exception as e:  # unpickling refused or corrupt file
+        raise UserError(f"checkpoint: cannot read weights from {p}: {str(e).splitlines()[0]}") from e
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint: {p} does not hold a state dict")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        t = _to_tensor(v)
+        if isinstance(k, str) and t is not None:
+            out[k.removeprefix("module.")] = t
+    if not out:
+        raise UserError(f"checkpoint: {p} holds no tensors")
+    return out
+
+
+def _align_prefix(ckpt: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Backbone-only files (ImageNet weights) lack the ``backbone.`` prefix: add it when that makes
+    more keys match."""
+    direct = sum(k in model_keys for k in ckpt)
+    prefixed = sum(f"backbone.{k}" in model_keys for k in ckpt)
+    if prefixed > direct:
+        return {f"backbone.{k}": v for k, v in ckpt.items()}
+    return ckpt
+
+
+def _num_classes_of(sd: dict[str, torch.Tensor]) -> int | None:
+    for k, v in sd.items():
+        if k.endswith("class_embed.weight"):
+            return int(v.shape[0])
+    return None
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], num_classes: int | None = None
+) -> LoadReport:
+    """Load ``path`` into ``model`` (in place) and report what matched.
+
+    ``num_classes`` (optional) is the class count the caller expects the model to have; a model
+    with another count is a UserError. A checkpoint with another class count re-initialises the
+    class-dependent tensors (see module docstring).
+    """
+    model_sd = model.state_dict()
+    model_nc = _num_classes_of(model_sd)
+    if num_classes is not None and model_nc is not None and num_classes != model_nc:
+        raise UserError(f"num_classes: model has {model_nc} classes but {num_classes} were requested")
+    ckpt = _align_prefix(read_state_dict(path), set(model_sd))
+    ckpt_nc = _num_classes_of(ckpt)
+    class_change = ckpt_nc is not None and model_nc is not None and ckpt_nc != model_nc
+
+    to_load: dict[str, torch.Tensor] = {}
+    reinit, mismatch, unexpected = [], [], []
+    for k, v in ckpt.items():
+        if k not in model_sd:
+            unexpected.append(k)
+            continue
+        if class_change and (k.endswith(CLASS_DEPENDENT_SUFFIXES) or k in _DERIVED_BUFFERS):
+            if not k.endswith(_DERIVED_BUFFERS):
+                reinit.append(k)
+            continue
+        if tuple(v.shape) != tuple(model_sd[k].shape):
+            mismatch.append(f"{k}: ckpt {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}")
+            continue
+        to_load[k] = v
+    model.load_state_dict(to_load, strict=False)
+    if class_change:
+        for m in model.modules():
+            reset = getattr(m, "reset_class_parameters", None)
+            if callable(reset):
+                reset()
+
+    # a key counts as loaded when any key aliasing the same tensor was loaded
+    loaded_ptrs = {model_sd[k].data_ptr() for k in to_load}
+    loaded = [
+        k
+        for k in model_sd
+        if k in to_load or (model_sd[k].data_ptr() in loaded_ptrs and model_sd[k].numel() > 0)
+    ]
+    missing = [
+        k
+        for k in model_sd
+        if k not in loaded and k not in reinit and not (class_change and k in _DERIVED_BUFFERS)
+    ]
+    return LoadReport(str(path), loaded, missing, unexpected, reinit, mismatch, ckpt_nc, model_nc)
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+) -> None:
+    """Write ``{"model": state_dict, "meta": meta}`` atomically (temp file + os.replace).
+
+    ``meta`` must hold only plain values (str, int, float, bool, None, lists/dicts of them) so that
+    the file stays loadable with weights-only unpickling.
+    """
+    meta = dict(meta or {})
+    _check_plain(meta, "meta")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # one CPU copy per distinct tensor, so aliased keys stay shared in the file
+    copies: dict[int, torch.Tensor] = {}
+    sd = {}
+    for k, v in model.state_dict().items():
+        key = v.data_ptr() if v.numel() else id(v)
+        if key not in copies:
+            copies[key] = v.detach().cpu()
+        sd[k] = copies[key]
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"model": sd, "meta": meta}, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise UserError(f"{where}: keys must be strings, got {k!r}")
+            _check_plain(v, f"{where}.{k}")
+        return
+    raise UserError(f"{where}: unsupported value of type {type(obj).__name__} (plain values only)")
