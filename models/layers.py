@@ -6,17 +6,31 @@
 - :class:`PositionEmbeddingSine` -- the normalised 2-d sine position embedding of DETR/Mask2Former.
 - :func:`sine_embed_for_boxes` -- DINO's sine embedding of reference points / boxes.
 - :func:`inverse_sigmoid` -- the clamped logit used for box refinement.
+- :func:`register_fpn_level` -- one FPN level of the pixel decoders (GroupNorm 1x1 lateral, 3x3 output).
+- :class:`DropPath` / :class:`Mlp` -- stochastic depth and the GELU MLP of the transformer
+  backbones (Swin, FocalNet; keys ``fc1``/``fc2``).
 """
 
 from __future__ import annotations
 
 import math
 
+import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
+from detectron2.layers import Conv2d
 from torch import nn
 
-__all__ = ["MLP", "AdapterSite", "PositionEmbeddingSine", "sine_embed_for_boxes", "inverse_sigmoid"]
+__all__ = [
+    "MLP",
+    "AdapterSite",
+    "PositionEmbeddingSine",
+    "sine_embed_for_boxes",
+    "inverse_sigmoid",
+    "DropPath",
+    "Mlp",
+    "register_fpn_level",
+]
 
 
 class MLP(nn.Module):
@@ -156,3 +170,63 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """logit(x) with x clamped to [0, 1] and both x and 1 - x clamped to >= eps."""
     x = x.clamp(min=0, max=1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero whole samples of the residual branch with probability ``p`` in training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 on (..., dim)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def register_fpn_level(
+    owner: nn.Module, level: int, in_channels: int | None, conv_dim: int, gn_groups: int
+) -> tuple[Conv2d | None, Conv2d]:
+    """Build one FPN level of a Mask2Former-style pixel decoder and register it on ``owner`` under
+    the upstream names ``adapter_{level}`` (lateral) and ``layer_{level}`` (output); returns both.
+
+    lateral: 1x1 conv ``in_channels -> conv_dim`` without bias + GroupNorm (None when
+    ``in_channels`` is None: a level that needs no lateral); output: 3x3 conv + GroupNorm + ReLU.
+    Both are c2-Xavier initialised after both are built (the upstream order of random draws).
+    """
+    lateral = (
+        Conv2d(in_channels, conv_dim, 1, bias=False, norm=nn.GroupNorm(gn_groups, conv_dim))
+        if in_channels is not None
+        else None
+    )
+    output = Conv2d(
+        conv_dim,
+        conv_dim,
+        3,
+        padding=1,
+        bias=False,
+        norm=nn.GroupNorm(gn_groups, conv_dim),
+        activation=F.relu,
+    )
+    if lateral is not None:
+        weight_init.c2_xavier_fill(lateral)
+        owner.add_module(f"adapter_{level}", lateral)
+    weight_init.c2_xavier_fill(output)
+    owner.add_module(f"layer_{level}", output)
+    return lateral, output

@@ -3,7 +3,8 @@
 A registry entry couples a frozen config dataclass (with a ``replace(**overrides)`` method that
 raises ``UserError`` for unknown fields and a ``num_classes`` field) with a builder. Mask DINO
 registers ``maskdino_r50``, ``maskdino_swinl`` and ``maskdino_tiny`` here; other families (SEEM)
-call :func:`register_model_config` from their own package.
+call :func:`register_model_config` from their own package, which :mod:`models.families` imports
+on the first lookup (so ``build_model("seem_tiny", ...)`` needs no prior ``import models.seem``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from models.errors import UserError
+from models.families import load_families
 from models.maskdino.config import MASKDINO_R50, MASKDINO_SWINL, MASKDINO_TINY
 
 if TYPE_CHECKING:
@@ -26,9 +28,6 @@ __all__ = [
     "build_model",
     "available_models",
 ]
-
-# family packages that register their configs when imported (loaded on first lookup miss)
-_PLUGIN_PACKAGES = ("models.seem",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,26 +48,16 @@ def register_model_config(name: str, family: str, config: Any, builder: Callable
     MODEL_CONFIGS[name] = ModelEntry(name, family, config, builder)
 
 
-def _load_plugins() -> None:
-    import importlib
-
-    for package in _PLUGIN_PACKAGES:
-        try:
-            importlib.import_module(package)
-        except ImportError:  # a family not present in this checkout
-            continue
-
-
 def available_models() -> list[str]:
     """All registered names, including those of family packages not imported yet."""
-    _load_plugins()
+    load_families()
     return sorted(MODEL_CONFIGS)
 
 
 def get_model_config(name: str, num_classes: int | None = None, **overrides: Any) -> Any:
     """The named config with ``num_classes`` and overrides applied (UserError on bad names/fields)."""
     if name not in MODEL_CONFIGS:
-        _load_plugins()
+        load_families()
     if name not in MODEL_CONFIGS:
         raise UserError(f"model: unknown model {name!r} (known: {sorted(MODEL_CONFIGS)})")
     if num_classes is not None:

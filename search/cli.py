@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from models.errors import UserError
+
+# detectron2 (2024) still decorates helpers with torch.jit.script; torch 2.14 warns on every start.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 __all__ = ["main", "build_parser"]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from detectron2.modeling import Backbone
 
+from models.backbones.focal import FocalNet, build_focal_large, build_focal_tiny
 from models.backbones.resnet import build_resnet50, build_tiny_resnet
 from models.backbones.swin import SwinTransformer, build_swin_large
 from models.errors import UserError
@@ -17,12 +19,19 @@ __all__ = [
     "build_tiny_resnet",
     "build_swin_large",
     "SwinTransformer",
+    "FocalNet",
+    "build_focal_tiny",
+    "build_focal_large",
 ]
 
-BACKBONES = {
+BACKBONES: dict[str, Callable[..., Backbone]] = {
     "resnet50": build_resnet50,
     "swin_large": build_swin_large,
     "tiny_resnet": build_tiny_resnet,
+    # FocalNet (SEEM): the paper configs (kwargs override fields), or plain FocalNet kwargs
+    "focal_tiny": build_focal_tiny,
+    "focal_large": build_focal_large,
+    "focal": FocalNet,
 }
 
 

@@ -12,38 +12,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import Backbone, ShapeSpec
 from torch import nn
 
+from models.backbones.common import HierarchicalBackbone, PatchProjection
+from models.layers import DropPath, Mlp
+
 __all__ = ["SwinTransformer", "build_swin_large"]
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero whole samples of the residual branch with probability ``p`` in training."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2 on (..., dim)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -191,7 +165,7 @@ class SwinStage(nn.Module):
         return x, self.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2
 
 
-class PatchEmbed(nn.Module):
+class PatchEmbed(PatchProjection):
     """Non-overlapping patch projection: (B, 3, H, W) -> (B, C, ceil(H/p), ceil(W/p)) (+ LayerNorm)."""
 
     def __init__(self, patch_size: int, embed_dim: int, patch_norm: bool = True) -> None:
@@ -200,17 +174,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
-        x = self.proj(x)
-        if self.norm is not None:
-            h, w = x.shape[2:]
-            x = self.norm(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(x.shape[0], -1, h, w)
-        return x
 
-
-class SwinTransformer(Backbone):
+class SwinTransformer(HierarchicalBackbone):
     """Swin Transformer backbone with detectron2 output conventions (``res2..res5``)."""
 
     def __init__(
@@ -226,13 +191,13 @@ class SwinTransformer(Backbone):
         super().__init__()
         self.patch_embed = PatchEmbed(patch_size, embed_dim, patch_norm)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
-        self.num_features = [embed_dim * 2**i for i in range(len(depths))]
+        features = [embed_dim * 2**i for i in range(len(depths))]
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
             self.layers.append(
                 SwinStage(
-                    self.num_features[i],
+                    features[i],
                     depth,
                     num_heads[i],
                     window_size,
@@ -240,45 +205,7 @@ class SwinTransformer(Backbone):
                     downsample=i < len(depths) - 1,
                 )
             )
-        for i, nf in enumerate(self.num_features):
-            self.add_module(f"norm{i}", nn.LayerNorm(nf))
-        self._out_features = [f"res{i + 2}" for i in range(len(depths))]
-        self._out_feature_channels = {f"res{i + 2}": nf for i, nf in enumerate(self.num_features)}
-        self._out_feature_strides = {f"res{i + 2}": patch_size * 2**i for i in range(len(depths))}
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {
-            k: ShapeSpec(channels=self._out_feature_channels[k], stride=self._out_feature_strides[k])
-            for k in self._out_features
-        }
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x (N, 3, H, W) -> {"res2": (N, C, H/4, W/4), ..., "res5": (N, 8C, H/32, W/32)}."""
-        x = self.patch_embed(x)
-        h, w = x.shape[2], x.shape[3]
-        x = x.flatten(2).transpose(1, 2)
-        outs: dict[str, torch.Tensor] = {}
-        for i, stage in enumerate(self.layers):
-            x_out, x, h_next, w_next = stage(x, h, w)
-            y = getattr(self, f"norm{i}")(x_out)
-            outs[f"res{i + 2}"] = y.view(-1, h, w, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
-            h, w = h_next, w_next
-        return outs
+        self.finish_init(embed_dim, len(depths), patch_size)
 
 
 def build_swin_large() -> SwinTransformer:

@@ -8,16 +8,19 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
+from models.config_base import ModelConfigBase
 from models.errors import UserError
 
 __all__ = ["MaskDINOConfig", "MASKDINO_R50", "MASKDINO_SWINL", "MASKDINO_TINY"]
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskDINOConfig:
+class MaskDINOConfig(ModelConfigBase):
     """All knobs of the model. Field names mirror the official config keys (lower case)."""
+
+    config_label: ClassVar[str] = "Mask DINO"
 
     num_classes: int = 80
     # backbone
@@ -71,18 +74,13 @@ class MaskDINOConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise UserError(f"num_classes: must be >= 1, got {self.num_classes}")
+        self.check_common()
         if self.dn not in ("no", "seg"):
             raise UserError(f"dn: must be 'no' or 'seg', got {self.dn!r}")
         if self.initialize_box_type not in ("no", "mask2box", "bitmask"):
             raise UserError(
                 f"initialize_box_type: must be no|mask2box|bitmask, got {self.initialize_box_type!r}"
             )
-        if self.hidden_dim % self.nheads or self.conv_dim % self.nheads:
-            raise UserError(f"nheads: {self.nheads} must divide hidden_dim and conv_dim")
-        if self.conv_dim % self.gn_groups:
-            raise UserError(f"conv_dim: {self.conv_dim} must be divisible by gn_groups={self.gn_groups}")
         if self.total_num_feature_levels < len(self.transformer_in_features):
             raise UserError("total_num_feature_levels: must be >= len(transformer_in_features)")
         if self.test_box_source not in ("pred", "mask"):
@@ -92,14 +90,6 @@ class MaskDINOConfig:
         if self.hidden_dim != self.conv_dim:
             # the decoder's input projections are identities upstream only in this case
             raise UserError("hidden_dim: must equal conv_dim (decoder input projections are identities)")
-
-    def replace(self, **overrides: Any) -> MaskDINOConfig:
-        """A copy with fields replaced; an unknown field -> UserError naming it."""
-        names = {f.name for f in dataclasses.fields(self)}
-        for key in overrides:
-            if key not in names:
-                raise UserError(f"{key}: not a Mask DINO config field")
-        return dataclasses.replace(self, **overrides)
 
 
 MASKDINO_R50 = MaskDINOConfig()

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from models.losses import box_losses, focal_class_loss, mask_losses
+from models.criterion_base import SetCriterionBase, count_objects
+from models.losses import box_losses, focal_class_loss
 from models.maskdino.denoising import DNQueries, dn_indices
 from models.matcher import HungarianMatcher
 
@@ -35,7 +35,7 @@ def build_weight_dict(
     return {k + s: w for s in suffixes for k, w in base.items()}
 
 
-class MaskDINOCriterion(nn.Module):
+class MaskDINOCriterion(SetCriterionBase):
     """forward(outputs, targets, dn) -> unweighted losses {name: scalar}.
 
     targets[i]: "labels" (M,), "masks" (M, H, W) float/bool, "boxes" (M, 4) normalised cxcywh.
@@ -56,17 +56,18 @@ class MaskDINOCriterion(nn.Module):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
     ) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.matcher = matcher
-        self.weight_dict = weight_dict
+        super().__init__(
+            num_classes,
+            matcher,
+            weight_dict,
+            eos_coef=eos_coef,
+            num_points=num_points,
+            oversample_ratio=oversample_ratio,
+            importance_sample_ratio=importance_sample_ratio,
+            persistent_empty_weight=True,
+        )
         self.dn_enabled = dn_enabled
         self.focal_alpha = focal_alpha
-        self.num_points, self.oversample_ratio = num_points, oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
-        empty_weight = torch.ones(num_classes + 1)
-        empty_weight[-1] = eos_coef
-        self.register_buffer("empty_weight", empty_weight)
 
     def losses_for(
         self,
@@ -81,15 +82,7 @@ class MaskDINOCriterion(nn.Module):
         loss_bbox, loss_giou = box_losses(
             outputs["pred_boxes"], [t["boxes"] for t in targets], indices, num_objects
         )
-        loss_mask, loss_dice = mask_losses(
-            outputs["pred_masks"],
-            [t["masks"] for t in targets],
-            indices,
-            num_objects,
-            self.num_points,
-            self.oversample_ratio,
-            self.importance_sample_ratio,
-        )
+        loss_mask, loss_dice = self.mask_terms(outputs["pred_masks"], targets, indices, num_objects)
         return {
             "loss_ce": loss_ce,
             "loss_mask": loss_mask,
@@ -101,7 +94,7 @@ class MaskDINOCriterion(nn.Module):
     def forward(
         self, outputs: dict[str, Any], targets: list[dict[str, torch.Tensor]], dn: DNQueries | None = None
     ) -> dict[str, torch.Tensor]:
-        num_objects = float(max(sum(int(t["labels"].numel()) for t in targets), 1))
+        num_objects = count_objects(targets)
         losses: dict[str, torch.Tensor] = {}
 
         def add(

@@ -16,19 +16,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from detectron2.modeling.postprocessing import sem_seg_postprocess
-from detectron2.structures import BitMasks, Boxes, ImageList, Instances
+from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from models.backbones import build_backbone
-from models.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
+from models.box_ops import box_cxcywh_to_xyxy
 from models.maskdino.config import MaskDINOConfig
 from models.maskdino.criterion import MaskDINOCriterion, build_weight_dict
 from models.maskdino.denoising import DNQueries
 from models.maskdino.pixel_decoder import MaskDINOPixelDecoder
 from models.maskdino.predictor import MaskDINOPredictor
 from models.matcher import HungarianMatcher
+from models.meta_arch_base import MaskMetaArch, topk_instance_inference
 
 __all__ = ["MaskDINO", "MaskDINOHead", "instance_inference"]
 
@@ -64,33 +63,15 @@ def instance_inference(
     score = sigmoid(class logit) * mean mask probability inside the binary mask. ``box_source``
     "mask" replaces the predicted boxes by the tight boxes of the binary masks.
     """
-    q, k = mask_cls.shape
-    scores = mask_cls.sigmoid().flatten()
-    topk = min(topk, scores.numel())
-    scores_per_image, top = scores.topk(topk, sorted=False)
-    labels = top % k
-    query = torch.div(top, k, rounding_mode="floor")
-    masks = mask_pred[query]
-    binary = masks > 0
-    result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = binary
-    if box_source == "mask":
-        result.pred_boxes = Boxes(masks_to_boxes(binary, mode="bitmask"))
-    else:
-        result.pred_boxes = Boxes(boxes_xyxy[query])
-    fb = binary.flatten(1).float()
-    mask_scores = (masks.sigmoid().flatten(1) * fb).sum(1) / (fb.sum(1) + 1e-6)
-    result.scores = scores_per_image * mask_scores
-    result.pred_classes = labels
-    return result
+    boxes = None if box_source == "mask" else boxes_xyxy
+    return topk_instance_inference(mask_cls.sigmoid(), mask_pred, topk, boxes)
 
 
-class MaskDINO(nn.Module):
+class MaskDINO(MaskMetaArch):
     """Mask DINO for instance segmentation; see the module docstring for the I/O contract."""
 
     peft_family = "maskdino"
-    pixel_mean: torch.Tensor
-    pixel_std: torch.Tensor
+    target_boxes = True
 
     def __init__(self, cfg: MaskDINOConfig) -> None:
         super().__init__()
@@ -159,60 +140,15 @@ class MaskDINO(nn.Module):
             oversample_ratio=cfg.oversample_ratio,
             importance_sample_ratio=cfg.importance_sample_ratio,
         )
-        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(-1, 1, 1), persistent=False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    @property
-    def num_classes(self) -> int:
-        return self.sem_seg_head.predictor.num_classes
-
-    def preprocess(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
-        """Normalise and pad to ``size_divisibility``: tensor (N, 3, H_pad, W_pad)."""
-        images = [
-            (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batched_inputs
-        ]
-        return ImageList.from_tensors(images, self.cfg.size_divisibility)
-
-    def prepare_targets(self, instances: list[Instances], images: ImageList) -> list[dict[str, torch.Tensor]]:
-        """Per image: labels (M,), masks padded to the batch (M, H_pad, W_pad) bool, boxes cxcywh
-        normalised by the unpadded image size (as upstream)."""
-        h_pad, w_pad = images.tensor.shape[-2:]
-        out = []
-        for inst in instances:
-            inst = inst.to(self.device)
-            h, w = inst.image_size
-            masks = inst.gt_masks.tensor if isinstance(inst.gt_masks, BitMasks) else inst.gt_masks
-            if not isinstance(masks, torch.Tensor):
-                kind = type(masks).__name__
-                raise ValueError(f"gt_masks must be BitMasks or a (K, H, W) tensor, got {kind}")
-            masks = masks.bool()
-            padded = torch.zeros((masks.shape[0], h_pad, w_pad), dtype=torch.bool, device=self.device)
-            padded[:, : masks.shape[1], : masks.shape[2]] = masks
-            if inst.has("gt_boxes"):
-                xyxy = inst.gt_boxes.tensor.float()
-            else:
-                xyxy = masks_to_boxes(masks, mode="bitmask")
-            scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
-            out.append(
-                {"labels": inst.gt_classes.long(), "masks": padded, "boxes": box_xyxy_to_cxcywh(xyxy) / scale}
-            )
-        return out
+        self.register_pixel_stats()
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:
         images = self.preprocess(batched_inputs)
         features = self.backbone(images.tensor)
         if self.training:
-            if any("instances" not in x for x in batched_inputs):
-                raise ValueError("training inputs need 'instances'")
-            targets = self.prepare_targets([x["instances"] for x in batched_inputs], images)
+            targets = self.training_targets(batched_inputs, images)
             outputs, dn = self.sem_seg_head(features, targets)
-            losses = self.criterion(outputs, targets, dn)
-            weights = self.criterion.weight_dict
-            return {k: v * weights[k] for k, v in losses.items() if k in weights}
+            return self.weighted_losses(self.criterion(outputs, targets, dn))
         outputs, _ = self.sem_seg_head(features)
         return self.postprocess(outputs, batched_inputs, images)
 
@@ -221,16 +157,12 @@ class MaskDINO(nn.Module):
     ) -> list[dict[str, Instances]]:
         """Masks upsampled to the padded size, cropped, resized to (height, width); boxes scaled the
         same way (upstream's box scaling: normalised to the padded image)."""
-        mask_pred = F.interpolate(
-            outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
-        )
+        pad_h, pad_w = images.tensor.shape[-2:]
         results = []
-        for cls, masks, boxes, inp, size in zip(
-            outputs["pred_logits"], mask_pred, outputs["pred_boxes"], batched_inputs, images.image_sizes
+        per_image = self.output_masks(outputs["pred_masks"], batched_inputs, images)
+        for cls, boxes, (masks, (height, width), size) in zip(
+            outputs["pred_logits"], outputs["pred_boxes"], per_image
         ):
-            height, width = inp.get("height", size[0]), inp.get("width", size[1])
-            masks = sem_seg_postprocess(masks, size, height, width)
-            pad_h, pad_w = images.tensor.shape[-2:]
             sh, sw = pad_h / size[0] * height, pad_w / size[1] * width
             xyxy = box_cxcywh_to_xyxy(boxes.float()) * torch.tensor([sw, sh, sw, sh], device=boxes.device)
             inst = instance_inference(

@@ -17,7 +17,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from torch import nn
 
 from kernels import MSDeformAttn
-from models.layers import AdapterSite, PositionEmbeddingSine
+from models.layers import AdapterSite, PositionEmbeddingSine, register_fpn_level
 
 __all__ = ["MSDAEncoderLayer", "MSDATransformerEncoder", "MaskDINOPixelDecoder", "encoder_reference_points"]
 
@@ -191,24 +191,11 @@ class MaskDINOPixelDecoder(nn.Module):
         min_stride = min(input_shape[k].stride for k in self.transformer_in_features)
         self.num_fpn_levels = max(int(math.log2(min_stride) - math.log2(common_stride)), 1)
         self.fpn_features = self.in_features[: self.num_fpn_levels]
-        lateral, output = [], []
+        lateral: list[nn.Module] = []
+        output: list[nn.Module] = []
         for idx, f in enumerate(self.fpn_features):
-            lat = Conv2d(
-                input_shape[f].channels, conv_dim, 1, bias=False, norm=nn.GroupNorm(gn_groups, conv_dim)
-            )
-            outc = Conv2d(
-                conv_dim,
-                conv_dim,
-                3,
-                padding=1,
-                bias=False,
-                norm=nn.GroupNorm(gn_groups, conv_dim),
-                activation=F.relu,
-            )
-            weight_init.c2_xavier_fill(lat)
-            weight_init.c2_xavier_fill(outc)
-            self.add_module(f"adapter_{idx + 1}", lat)
-            self.add_module(f"layer_{idx + 1}", outc)
+            lat, outc = register_fpn_level(self, idx + 1, input_shape[f].channels, conv_dim, gn_groups)
+            assert lat is not None  # every Mask DINO FPN level has a lateral
             lateral.append(lat)
             output.append(outc)
         # top-down order (low to high resolution); plain lists so they add no duplicate keys

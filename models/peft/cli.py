@@ -25,7 +25,9 @@ def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     lora = parser.add_argument_group("lora")
     lora.add_argument("--rank", type=int, help="LoRA rank (default 8)")
     lora.add_argument("--alpha", type=float, help="LoRA alpha (default 8)")
-    lora.add_argument("--targets", help="comma-separated LoRA target sets (default msda,dec_self_qv)")
+    lora.add_argument(
+        "--targets", help="comma-separated LoRA target sets (default: the model family's recipe)"
+    )
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--reps", type=int, help="adapter repetitions per site, 1..4 (default 1)")
     adapter.add_argument(

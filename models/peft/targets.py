@@ -5,7 +5,8 @@ A model family declares one :class:`PeftSpec`. :func:`get_peft_spec` finds the s
 (1) ``model.peft_spec()`` if the model class defines it, (2) ``model.peft_family`` (a registered
 family name), (3) the model's class name as registered with :func:`register_peft_spec`,
 (4) structural detection (module names) for the families registered here. SEEM plugs in by
-registering its own spec (plain ``nn.MultiheadAttention`` everywhere: LoRA sets of kind ``mha``
+registering its own spec from its package, which :mod:`models.families` imports before any
+lookup here (plain ``nn.MultiheadAttention`` everywhere: LoRA sets of kind ``mha``
 with slices ``("q", "v")``, sites named after its own layers); nothing else changes.
 
 All patterns are Python regular expressions matched with ``re.fullmatch`` against
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 from typing import Literal
 
 from torch import nn
+
+from models.families import load_families
 
 __all__ = [
     "LoraTargetRule",
@@ -124,6 +127,7 @@ def get_peft_spec(model: nn.Module) -> PeftSpec:
         if not isinstance(spec, PeftSpec):
             raise TypeError(f"{type(model).__name__}.peft_spec() must return a PeftSpec")
         return spec
+    load_families()
     family = getattr(model, "peft_family", None) or _CLASS_TO_FAMILY.get(type(model).__name__)
     if isinstance(family, str) and family in PEFT_SPECS:
         return PEFT_SPECS[family]
@@ -138,9 +142,12 @@ def get_peft_spec(model: nn.Module) -> PeftSpec:
 
 
 def all_lora_target_names() -> list[str]:
-    """Target-set names of every registered family (config validation before a model exists)."""
+    """Target-set names of every family (config validation before a model exists)."""
+    load_families()
     return sorted({name for spec in PEFT_SPECS.values() for name in spec.lora_targets})
 
 
 def all_placement_names() -> list[str]:
+    """Adapter placement names of every family."""
+    load_families()
     return sorted({name for spec in PEFT_SPECS.values() for name in spec.sites})

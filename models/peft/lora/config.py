@@ -1,4 +1,9 @@
-"""LoRA method config."""
+"""LoRA method config.
+
+``targets`` empty (the default) means "the model family's ``PeftSpec.default_lora_targets``": a
+config does not know its model, so the family default is resolved when the config is applied
+(:func:`models.peft.lora.model.resolve_lora_targets`).
+"""
 
 from __future__ import annotations
 
@@ -29,11 +34,12 @@ class LoraConfig(MethodConfig):
         default=0.0, metadata={"help": "dropout on the LoRA branch input, in [0, 1)"}
     )
     targets: tuple[str, ...] = dataclasses.field(
-        default=("msda", "dec_self_qv"),
+        default=(),
         metadata={
-            "help": "named target sets of the model family (Mask DINO: msda, msda_attention_weights, "
-            "msda_output_proj, dec_self_qv, enc_ffn, dec_ffn) or 're:<regex>' over module "
-            "names (nn.Linear, or nn.MultiheadAttention adapted on mha_slices)"
+            "help": "named target sets of the model family; empty (the default) means the family's "
+            "default_lora_targets (Mask DINO: msda, dec_self_qv; SEEM: enc_self_qv, dec_self_qv, "
+            "dec_cross_qv), resolved when applied to a model. Or 're:<regex>' over module names "
+            "(nn.Linear, or nn.MultiheadAttention adapted on mha_slices)"
         },
     )
     mha_slices: tuple[str, ...] = dataclasses.field(
@@ -54,8 +60,7 @@ class LoraConfig(MethodConfig):
         check_range(m, "dropout", self.dropout, 0.0, None, "in [0, 1)")
         if self.dropout >= 1.0:
             raise UserError(f"{m}.dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.targets:
-            raise UserError(f"{m}.targets must name at least one target set")
+        # an empty tuple is the family default, resolved by models.peft.lora.model.resolve_lora_targets
         allowed = all_lora_target_names()
         for target in self.targets:
             if target.startswith(RAW_TARGET_PREFIX):

@@ -42,11 +42,13 @@ def resolve_lora_targets(
 ) -> list[tuple[str, LoraTargetRule]]:
     """(module name, rule) for every module LoRA will wrap, in model order.
 
-    A named set that selects no module, or a module selected twice with different rules, is a
-    UserError naming ``lora.targets``.
+    Empty ``config.targets`` means ``spec.default_lora_targets`` (the family's recipe). A named set
+    that selects no module, or a module selected twice with different rules, is a UserError naming
+    ``lora.targets``.
     """
+    targets = config.targets or spec.default_lora_targets
     rules: list[tuple[str, LoraTargetRule]] = []
-    for target in config.targets:
+    for target in targets:
         if target.startswith(RAW_TARGET_PREFIX):
             rules.append(
                 (target, LoraTargetRule(target[len(RAW_TARGET_PREFIX) :], "linear", config.mha_slices))
@@ -87,7 +89,7 @@ def resolve_lora_targets(
                 raise UserError(f"lora.targets: module {name} selected twice with different slices")
             hits[name] = (target, resolved)
             used.add(target)
-    unused = [t for t in config.targets if t not in used]
+    unused = [t for t in targets if t not in used]
     if unused:
         raise UserError(f"lora.targets: {unused[0]!r} selects no Linear/MultiheadAttention of this model")
     return [(name, rule) for name, (_, rule) in hits.items()]

@@ -1,0 +1,243 @@
+"""Inference latency of a model as deployed, and the ``peftsweep bench latency`` benchmark.
+
+:func:`measure_latency` times full forward passes of a detectron2-convention model in eval mode
+under ``torch.inference_mode`` on one fixed-size input: ``warmup`` untimed passes, then ``runs``
+timed passes; it reports the median and the 90th percentile. On CUDA each pass is timed with CUDA
+events (GPU time, synchronised); on CPU with ``time.perf_counter``. The caller is responsible for
+passing the model in its deployed form: LoRA merged (``models.peft.merge_for_inference``),
+sequential adapters in place — :func:`deployed_copy` produces that from a training-time model.
+
+Importing this module is cheap (torch is imported inside functions), because the CLI parser
+imports it to build ``bench latency``'s arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "LatencyResult",
+    "device_name",
+    "deployed_copy",
+    "measure_latency",
+    "measure_latency_interleaved",
+    "add_bench_arguments",
+    "bench_main",
+]
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Milliseconds per forward pass (batch 1) on ``device`` (a human-readable device name)."""
+
+    median_ms: float
+    p90_ms: float
+    device: str
+    image_size: tuple[int, int]
+    runs: int
+    warmup: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+
+def device_name(device: Any) -> str:
+    """'NVIDIA H100 80GB HBM3' for a CUDA device, 'cpu (<processor>, <n> threads)' otherwise."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return str(torch.cuda.get_device_name(dev))
+    proc = platform.processor() or platform.machine()
+    return f"cpu ({proc}, {torch.get_num_threads()} threads)"
+
+
+def deployed_copy(model: Any) -> Any:
+    """A deep copy of ``model`` in its deployed form: LoRA merged, adapters kept, eval mode.
+
+    The original (still being trained) is left untouched.
+    """
+    import copy
+
+    from models.peft import merge_for_inference
+
+    deployed = copy.deepcopy(model)
+    merge_for_inference(deployed)
+    return deployed.eval()
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    # Linear interpolation between closest ranks (numpy's default), without importing numpy.
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def measure_latency(
+    model: Any, image_size: int | tuple[int, int], device: Any = "cpu", warmup: int = 3, runs: int = 10
+) -> LatencyResult:
+    """Median and p90 latency (ms) of ``model([{"image", "height", "width"}])`` at a fixed size.
+
+    The input is a seeded random uint8 RGB image of ``image_size`` (int = square). The model is
+    moved to ``device`` and put in eval mode (its training flag is restored afterwards).
+    """
+    return measure_latency_interleaved({"model": model}, image_size, device, warmup, runs)["model"]
+
+
+def measure_latency_interleaved(
+    models: dict[str, Any],
+    image_size: int | tuple[int, int],
+    device: Any = "cpu",
+    warmup: int = 3,
+    runs: int = 10,
+) -> dict[str, LatencyResult]:
+    """:func:`measure_latency` for several models, timed round-robin (one pass of each per round).
+
+    Interleaving makes ratios between models robust to load that drifts during the measurement
+    (shared CPUs, GPU clocks), which timing one model after the other is not.
+    """
+    import torch
+
+    if runs < 1 or warmup < 0:
+        raise ValueError("measure_latency: runs >= 1 and warmup >= 0 required")
+    h, w = (
+        (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    )
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8).to(dev)
+    batch = [{"image": image, "height": h, "width": w}]
+    flags = {name: m.training for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    try:
+        for m in models.values():
+            m.to(dev).eval()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                for m in models.values():
+                    m(batch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            for _ in range(runs):
+                for name, m in models.items():
+                    times[name].append(_time_one(m, batch, dev))
+    finally:
+        for name, m in models.items():
+            m.train(flags[name])
+    out = {}
+    for name, t in times.items():
+        t.sort()
+        out[name] = LatencyResult(
+            median_ms=_percentile(t, 0.5),
+            p90_ms=_percentile(t, 0.9),
+            device=device_name(dev),
+            image_size=(h, w),
+            runs=runs,
+            warmup=warmup,
+        )
+    return out
+
+
+def _time_one(model: Any, batch: list[dict[str, Any]], dev: Any) -> float:
+    """One forward pass in ms: CUDA events (GPU time) on CUDA, perf_counter on CPU."""
+    import torch
+
+    if dev.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(batch)
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    model(batch)
+    return (time.perf_counter() - t0) * 1000.0
+
+
+# ---------------------------------------------------------------- peftsweep bench latency
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``peftsweep bench latency``."""
+    parser.add_argument("--model", default="maskdino_tiny", help="model config name (models.registry)")
+    parser.add_argument("--num-classes", type=int, default=4, help="classes of the head")
+    parser.add_argument("--image-size", type=int, default=None, help="square input side (default: model's)")
+    parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--max-repetitions", type=int, default=4, help="adapters x1..xN")
+    parser.add_argument(
+        "--json", dest="json_out", default=None, help="also write the table to this json file"
+    )
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from models.errors import UserError
+
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device: {name} requested but CUDA is not available")
+    return dev
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    """Base vs merged LoRA vs adapters x1..xN at one input size; prints latencies and ratios to base."""
+    import torch
+
+    import models
+    from models.errors import UserError
+    from models.peft import apply_method, build_method_config
+
+    dev = _resolve_device(args.device)
+    if args.runs < 1 or args.warmup < 0 or args.max_repetitions < 0:
+        raise UserError("--runs must be >= 1, --warmup and --max-repetitions >= 0")
+    torch.manual_seed(0)
+    base = models.build_model(args.model, args.num_classes)
+    size = args.image_size or int(getattr(base, "image_size", 0) or 0) or 128
+
+    variants: list[tuple[str, Any]] = [("base", None), (f"lora r{args.lora_rank} merged", None)]
+    variants += [(f"adapter x{k}", k) for k in range(1, args.max_repetitions + 1)]
+    base_state = base.state_dict()
+    deployed: dict[str, Any] = {}
+    for label, reps in variants:
+        if label == "base":
+            deployed[label] = base.eval()
+            continue
+        model = models.build_model(args.model, args.num_classes)
+        model.load_state_dict(base_state)
+        if reps is None:
+            apply_method(model, build_method_config("lora", rank=args.lora_rank))
+        else:
+            apply_method(model, build_method_config("adapter", repetitions=reps))
+        deployed[label] = deployed_copy(model)
+    results = measure_latency_interleaved(deployed, size, dev, warmup=args.warmup, runs=args.runs)
+    rows: list[dict[str, Any]] = [{"variant": label, **results[label].to_dict()} for label, _ in variants]
+    base_ms = rows[0]["median_ms"]
+    print(f"latency, {args.model}, {size}x{size}, batch 1, {rows[0]['device']}, median of {args.runs}")
+    print(f"{'variant':<20} {'median ms':>10} {'p90 ms':>10} {'vs base':>9}")
+    for r in rows:
+        r["ratio_to_base"] = r["median_ms"] / base_ms
+        print(f"{r['variant']:<20} {r['median_ms']:>10.2f} {r['p90_ms']:>10.2f} {r['ratio_to_base']:>8.3f}x")
+    if args.json_out:
+        from models.data.coco import atomic_write_json
+
+        atomic_write_json(os.fspath(args.json_out), {"model": args.model, "image_size": size, "rows": rows})
+    # Machine-readable tail for scripts: one json line.
+    print(json.dumps({r["variant"]: round(r["ratio_to_base"], 4) for r in rows}))
+    return 0

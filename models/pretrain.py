@@ -1,0 +1,181 @@
+"""Pretrain a small base model on the synthetic ``source`` domain (``peftsweep pretrain``).
+
+The stand-in for an official pretrained checkpoint on machines without downloads: all
+parameters are trained, the checkpoint is written with ``models.checkpoint.save_checkpoint``
+and a ``pretrain.json`` next to it records the settings, wall time and the mask AP on held-out
+source images (the ``val`` split, disjoint from training images).
+
+Beside the checkpoint it also records the pretraining domain's feature statistics (pooled
+backbone features of the new base, ``search.select_run.record_sweep_domains``) under
+``domain_stats/``, where method selection looks for its reference domain; a couple of seconds
+on CPU. A failure there is logged and noted in ``pretrain.json`` (``domain_stats.error``): the
+checkpoint is already written and stays usable (selection then regenerates the statistics).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import UserError
+
+__all__ = ["PretrainConfig", "pretrain", "CHECKPOINT_NAME", "REPORT_NAME"]
+
+CHECKPOINT_NAME = "base.pt"
+REPORT_NAME = "pretrain.json"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: str = "maskdino_tiny"
+    domain: str = "source"
+    iterations: int = 3000
+    batch_size: int = 4
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    warmup_iters: int = 50
+    schedule: str = "cosine"
+    grad_clip: float = 1.0
+    image_size: int = 128
+    num_train_images: int = 1000
+    num_eval_images: int = 64
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    # torch CPU threads (0 = torch's default, one per core). 1 by default: measured on the 2-core
+    # target with other processes running, 2 threads spent ~3x the CPU per iteration of 1 thread
+    # (OpenMP spinning when cores are shared), so 1 thread finished first.
+    threads: int = 1
+
+    def validate(self) -> None:
+        if self.iterations < 1:
+            raise UserError(f"--iterations must be >= 1, got {self.iterations}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.threads < 0:
+            raise UserError(f"--threads must be >= 0, got {self.threads}")
+        if self.num_train_images < 1 or self.num_eval_images < 1:
+            raise UserError("--num-train-images and --num-eval-images must be >= 1")
+
+
+def pretrain(out_dir: str | Path, cfg: PretrainConfig, log: Any = print) -> dict[str, Any]:
+    """Train, evaluate on held-out source images, save ``base.pt`` + ``pretrain.json``; return the json.
+
+    ``cfg.threads`` applies for the duration of the call (the previous setting is restored).
+    """
+    import torch
+
+    cfg.validate()
+    threads_before = torch.get_num_threads()
+    if cfg.threads > 0:
+        # On a shared or oversubscribed CPU, fewer threads beat OpenMP's spinning (see PretrainConfig).
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _pretrain(Path(out_dir), cfg, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
+    import torch
+
+    import models
+    from models.checkpoint import save_checkpoint
+    from models.data.coco import atomic_write_json
+    from models.data.mapper import InstanceMapper, batch_iterator, build_augmentations
+    from models.data.register import get_class_names, get_dataset_dicts, register_synthetic
+    from models.evaluation import evaluate_model
+    from models.latency import device_name
+    from models.training import OptimConfig, train_loop
+    from models.trial import _resolve_device
+
+    out.mkdir(parents=True, exist_ok=True)
+    device = _resolve_device(cfg.device)
+    train_name = register_synthetic(cfg.domain, "train", cfg.seed, cfg.num_train_images, cfg.image_size)
+    val_name = register_synthetic(cfg.domain, "val", cfg.seed, cfg.num_eval_images, cfg.image_size)
+    classes = get_class_names(train_name)
+    train_dicts = get_dataset_dicts(train_name, drop_empty=True)
+    val_dicts = get_dataset_dicts(val_name)
+
+    torch.manual_seed(cfg.seed)
+    model = models.build_model(cfg.model, len(classes)).to(device)
+    mapper = InstanceMapper(True, build_augmentations(True, cfg.image_size))
+    optim = OptimConfig(
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_iters=cfg.warmup_iters,
+        schedule=cfg.schedule,
+        grad_clip=cfg.grad_clip,
+    )
+    log(
+        f"pretrain: {cfg.model} on {cfg.domain} ({len(train_dicts)} images, {len(classes)} classes), "
+        f"{cfg.iterations} iterations, batch {cfg.batch_size}, lr {cfg.lr}, device {device}"
+    )
+    t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU time: a load-independent cost figure on shared machines
+    result = train_loop(
+        model,
+        batch_iterator(train_dicts, mapper, cfg.batch_size, cfg.seed),
+        cfg.iterations,
+        optim,
+        device,
+        log=log,
+        log_every=cfg.log_every,
+    )
+    eval_mapper = InstanceMapper(False, build_augmentations(False, cfg.image_size))
+    metrics = evaluate_model(model, val_dicts, eval_mapper, classes, device=device)
+    minutes = (time.perf_counter() - t0) / 60.0
+    ckpt = out / CHECKPOINT_NAME
+    meta = {"model": cfg.model, "domain": cfg.domain, "classes": classes, "iterations": result.iterations}
+    save_checkpoint(model, ckpt, meta)
+    stats = _record_domain_stats(out, cfg, ckpt, log)
+    summary = {
+        "checkpoint": str(ckpt),
+        "config": asdict(cfg),
+        "classes": classes,
+        "iterations": result.iterations,
+        "final_loss": result.final_loss,
+        "train_minutes": result.seconds / 60.0,
+        "total_minutes": minutes,
+        "cpu_minutes": (time.process_time() - c0) / 60.0,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "eval": metrics.to_dict(),
+        "domain_stats": stats,
+    }
+    atomic_write_json(out / REPORT_NAME, summary)
+    log(
+        f"pretrain: done in {minutes:.1f} min, final loss {result.final_loss:.3f}, "
+        f"held-out AP {metrics.ap:.1f} (AP50 {metrics.ap50:.1f}); wrote {ckpt} and {out / REPORT_NAME}"
+    )
+    return json.loads(json.dumps(summary))
+
+
+def _record_domain_stats(out: Path, cfg: PretrainConfig, ckpt: Path, log: Any) -> dict[str, Any]:
+    """Feature statistics of ``cfg.domain`` under the new base, in ``out/domain_stats``."""
+    t0 = time.perf_counter()
+    try:
+        # Imported here: models must not depend on search at import time (search imports models).
+        from search.select_run import record_sweep_domains
+
+        names = record_sweep_domains(
+            out,
+            [{"name": cfg.domain, "synthetic": True}],
+            model_name=cfg.model,
+            base_checkpoint=str(ckpt),
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+        )
+    except Exception as exc:  # the checkpoint is written; statistics are an optional extra
+        msg = f"{exc.__class__.__name__}: {exc}"
+        log(f"pretrain: WARNING: could not record {cfg.domain} feature statistics ({msg})")
+        return {"domains": [], "error": msg, "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    where = out / "domain_stats"
+    log(f"pretrain: recorded {', '.join(names)} feature statistics in {where} ({seconds:.1f} s)")
+    return {"domains": names, "error": "", "seconds": seconds}

@@ -1,0 +1,289 @@
+"""Run (or resume) a sweep: one Ray Tune experiment + Optuna study per domain.
+
+Output folder layout (``config.output_dir``):
+
+- ``sweep.yaml`` (the validated config), ``sweep.json`` (sweep id, creation time);
+- ``results/trials.parquet`` and ``results/intermediate.parquet`` (:mod:`search.store`);
+- ``tune/<domain>/`` (the Tune experiment: searcher state, trial checkpoints; used by resume);
+- ``state/scheduler-<domain>.json`` (MO-ASHA rung records);
+- ``fronts.json`` (per-domain Pareto fronts, hypervolume and reference point).
+
+:func:`run_sweep` starts an embedded Ray (``ray.init(address="local")``) unless ``address`` names
+a cluster or Ray is already initialised. Resume (``resume=True``) restores each domain's
+experiment with ``Tuner.restore(resume_unfinished=True)``: finished trials are not redone,
+interrupted ones continue from their checkpoints, and the store's upserts keep one row per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.errors import UserError
+from search.config import SweepConfig, TrialSettings, dump_config, load_config
+from search.pareto import FrontResult, compute_fronts
+from search.store import ResultStore
+
+__all__ = ["SweepResult", "run_sweep", "fronts_for", "write_fronts", "sweep_meta", "ensure_ray"]
+
+
+@dataclass
+class SweepResult:
+    output_dir: Path
+    sweep_id: str
+    fronts: dict[str, FrontResult]
+    trials: pd.DataFrame
+    seconds: float
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def sweep_meta(out: Path) -> dict[str, Any]:
+    p = out / "sweep.json"
+    if not p.exists():
+        raise UserError(f"{out}: not a sweep output folder (no sweep.json)")
+    return dict(json.loads(p.read_text()))
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Initialise Ray if needed; True when this call started it (the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # "local": never attach to a leftover cluster named in <temp-dir>/ray_current_cluster.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    return True
+
+
+def fronts_for(config: SweepConfig, trials: pd.DataFrame) -> dict[str, FrontResult]:
+    return compute_fronts(
+        trials, config.metric_names, config.modes, [o.ref for o in config.objectives], config.constraints
+    )
+
+
+def write_fronts(out: Path, fronts: dict[str, FrontResult]) -> None:
+    _atomic_write(
+        out / "fronts.json", json.dumps({k: f.to_json() for k, f in fronts.items()}, indent=1, default=str)
+    )
+
+
+def _prepare_output(config: SweepConfig, resume: bool) -> tuple[Path, str]:
+    out = Path(config.output_dir).resolve()
+    if resume:
+        meta = sweep_meta(out)
+        return out, str(meta["sweep_id"])
+    if (out / "sweep.json").exists():
+        raise UserError(
+            f"output_dir {out} already holds a sweep; use 'peftsweep resume {out}' or another folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_id = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    _atomic_write(out / "sweep.yaml", dump_config(config))
+    _atomic_write(
+        out / "sweep.json", json.dumps({"sweep_id": sweep_id, "created": time.time(), "schema_version": 1})
+    )
+    return out, sweep_id
+
+
+def _run_domain(
+    config: SweepConfig, out: Path, sweep_id: str, domain_index: int, resume: bool, quiet: bool
+) -> None:
+    from ray import tune
+
+    from search.callbacks import StoreCallback, trial_row
+    from search.optuna_glue import TruthfulOptunaSearch, make_sampler
+    from search.scheduler import MOASHAScheduler
+    from search.space import SearchSpace
+    from search.trainable import TrialContext, run_tune_trial
+
+    domain = config.domains[domain_index]
+    constraints = [c.model_dump() for c in config.constraints]
+    ctx = TrialContext(
+        sweep_id=sweep_id,
+        domain=domain.model_dump(),
+        model=config.model.model_dump(),
+        trial=config.trial.model_dump(),
+        constraints=constraints,
+        sampler=config.sampler.name,
+        work_dir=str(out / "work" / domain.name),
+        store_root=str(out / "results"),
+    )
+    resources = {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_tune_trial, context=ctx), resources)
+    storage = out / "tune"
+    exp_path = storage / domain.name
+    store_root = str(out / "results")
+
+    if resume and tune.Tuner.can_restore(str(exp_path)):
+        tuner = tune.Tuner.restore(
+            str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+    else:
+        seed = config.sampler.seed + domain_index  # distinct but reproducible per domain
+        sampler = make_sampler(
+            config.sampler.name,
+            seed,
+            constraints,
+            population_size=config.sampler.population_size,
+            startup_trials=config.sampler.startup_trials,
+        )
+        searcher = TruthfulOptunaSearch(
+            space=SearchSpace(config.space),
+            metric=config.metric_names,
+            mode=config.modes,
+            sampler=sampler,
+            study_name=f"{sweep_id}-{domain.name}",
+            points_to_evaluate=[dict(p) for p in config.sampler.initial_points] or None,
+            constraint_metrics=[c.metric for c in config.constraints],
+        )
+        scheduler = None
+        if config.early_stopping.enabled:
+            scheduler = MOASHAScheduler(
+                config.metric_names,
+                config.modes,
+                time_attr="iteration",
+                grace=config.early_stopping.grace_iterations,
+                eta=config.early_stopping.reduction_factor,
+                max_t=max(config.space.iterations),
+                state_path=out / "state" / f"scheduler-{domain.name}.json",
+            )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=config.budget.trials,
+                max_concurrent_trials=config.budget.concurrency,
+                time_budget_s=config.budget.time_limit_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=domain.name,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[
+                    StoreCallback(
+                        store_root,
+                        sweep_id,
+                        domain.name,
+                        config.sampler.name,
+                        config.budget.trials,
+                        quiet=quiet,
+                        scheduler_state=str(out / "state" / f"scheduler-{domain.name}.json"),
+                    )
+                ],
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
+
+    # Reconcile: every trial Tune knows ends with exactly one final row (the callback normally wrote
+    # it; this covers a driver that died between a trial's end and the callback's write).
+    store = ResultStore(store_root)
+    have = store.trials()
+    done = set(have.loc[have["status"] != "running", "trial_id"]) if len(have) else set()
+    known = {str((r.metrics or {}).get("trial_id")) for r in results}
+    # A trial started after Tune's last snapshot of a killed driver is unknown to the restored
+    # experiment (its searcher never asked for it): its 'running' row belongs to no trial.
+    if len(have):
+        mine = have[(have["domain"] == domain.name) & (have["status"] == "running")]
+        store.delete_trials([t for t in mine["trial_id"] if t not in known])
+    rows = []
+    for res in results:
+        metrics = dict(res.metrics or {})
+        tid = metrics.get("trial_id")
+        if not tid or tid in done:
+            continue
+        err = None if res.error is None else f"{type(res.error).__name__}: {res.error}"
+        rows.append(
+            trial_row(
+                str(tid),
+                dict(res.config or {}),
+                metrics or None,
+                sweep_id=sweep_id,
+                domain=domain.name,
+                sampler=config.sampler.name,
+                error=err,
+            )
+        )
+    store.upsert_trials(rows)
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    report: bool = True,
+) -> SweepResult:
+    """Run every domain's experiment, then write fronts.json (and the report unless report=False)."""
+    t0 = time.time()
+    # Infeasible trials end before they have an AP; Tune must not treat that as a broken trial.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Each trial checkpoints every report (so retries resume): keep Tune's snapshot warning quiet.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    out, sweep_id = _prepare_output(config, resume)
+    started = ensure_ray(address)
+    try:
+        for i in range(len(config.domains)):
+            _run_domain(config, out, sweep_id, i, resume, quiet)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    if config.trial.function == TrialSettings().function:
+        # Later `peftsweep select` runs find their nearest earlier domains through these statistics
+        # of the base model's backbone features. Only real model trials have such a backbone.
+        from search.select_run import record_sweep_domains
+
+        record_sweep_domains(
+            out,
+            [d.model_dump() for d in config.domains],
+            model_name=config.model.name,
+            base_checkpoint=config.model.base_checkpoint,
+        )
+    trials = ResultStore(out / "results").trials()
+    fronts = fronts_for(config, trials)
+    write_fronts(out, fronts)
+    if report:
+        from search.report import write_report
+
+        write_report(out)
+    if config.wandb.enabled:
+        from search.wandb_log import log_sweep
+
+        log_sweep(out, config)
+    return SweepResult(out, sweep_id, fronts, trials, time.time() - t0)
+
+
+def load_sweep(out: str | os.PathLike[str]) -> tuple[SweepConfig, dict[str, Any]]:
+    """(config, meta) of an existing output folder."""
+    o = Path(out)
+    meta = sweep_meta(o)
+    return load_config(o / "sweep.yaml"), meta

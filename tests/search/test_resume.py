@@ -1,0 +1,110 @@
+"""Resume after the driver is killed with SIGKILL: no finished trial is redone, every trial ends
+with exactly one row. The sweep runs in subprocess drivers (`peftsweep run` / `peftsweep resume`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from search.store import ResultStore
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the driver's process group and every process it started (by pid)."""
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    for k in kids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            k.kill()
+    psutil.wait_procs(kids, timeout=30)
+
+
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    log = tmp_path / "steps.log"
+    cfg = {
+        "name": "r",
+        "domains": ["clean"],
+        "space": {"methods": ["lora", "adapter"], "adapter": {"repetitions": [1, 2]}, "iterations": [40]},
+        "budget": {"trials": 6, "concurrency": 2, "max_failures": 1},
+        "sampler": {"name": "tpe", "seed": 1, "startup_trials": 3},
+        "early_stopping": {"enabled": False},
+        "trial": {
+            "function": "synthetic_trial:prepare",
+            "eval_every": 10,
+            "extra": {"sleep": 0.6, "log_file": str(log)},
+        },
+        "output_dir": str(out),
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "WANDB_MODE": "offline"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "run", str(tmp_path / "sweep.yaml"), "--no-report", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = ResultStore(out / "results")
+    try:
+        deadline = time.time() + 150
+        done_before: dict[str, float] = {}
+        while time.time() < deadline:
+            if store.exists():
+                df = store.trials()
+                fin = df[df.status == "completed"]
+                if len(fin) >= 2:
+                    done_before = dict(zip(fin.trial_id, fin.finished_at))
+                    break
+            assert driver.poll() is None, "driver ended before it could be killed"
+            time.sleep(0.3)
+        assert len(done_before) >= 2, "no trial finished in time"
+    finally:
+        _kill_tree(driver)
+    lr_of = dict(zip(store.trials().trial_id, store.trials().lr))
+    assert len(store.trials()) < 6 or (store.trials().status != "completed").any()
+
+    res = subprocess.run(
+        [sys.executable, "-m", "search.cli", "resume", str(out), "--no-report", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "non-dominated" in res.stdout
+
+    df = store.trials()
+    assert len(df) == 6 and df.trial_id.is_unique
+    assert set(df.status) == {"completed"}, df[["trial_id", "status", "error"]]
+    # trials finished before the kill were not trained again and their rows were not rewritten
+    fin_after = dict(zip(df.trial_id, df.finished_at))
+    for tid, t in done_before.items():
+        assert fin_after[tid] == t
+    steps = Counter(line.split()[1] for line in log.read_text().splitlines())
+    for tid in done_before:
+        assert steps[repr(float(lr_of[tid]))] == 4, (tid, steps)
+    # every trial trained to its end at least once (4 evaluation steps)
+    assert all(steps[repr(float(lr))] >= 4 for lr in df.lr)
+    assert (out / "fronts.json").exists()

@@ -1,0 +1,236 @@
+"""A small real sweep on local Ray (synthetic trial function), then everything built on its output:
+store rows, what Optuna was told, fronts, report, `peftsweep pareto`, W&B offline logging."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.config import SweepConfig, parse_config
+from search.pareto import compute_fronts
+from search.sweep import SweepResult, run_sweep
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def synthetic_config(out: Path, **over: object) -> SweepConfig:
+    cfg: dict[str, object] = {
+        "name": "t",
+        "domains": ["clean", "xray"],
+        "space": {
+            "methods": ["lora", "adapter"],
+            "lora": {"rank": [2, 4, 8, 16]},
+            "adapter": {"repetitions": [1, 2, 3], "reduction": [4, 8]},
+            "iterations": [40],
+        },
+        "constraints": [{"metric": "latency_ms", "op": "<=", "value": 13.0}],
+        "budget": {"trials": 6, "concurrency": 2, "max_failures": 1},
+        "sampler": {"name": "nsga2", "seed": 3, "population_size": 4},
+        "early_stopping": {"grace_iterations": 10, "reduction_factor": 2},
+        "trial": {"function": "synthetic_trial:prepare", "eval_every": 10},
+        "output_dir": str(out),
+        "wandb": {"enabled": False, "mode": "offline"},
+    }
+    cfg.update(over)
+    return parse_config(cfg)
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[SweepConfig, SweepResult]:
+    cfg = synthetic_config(tmp_path_factory.mktemp("sweep") / "out")
+    return cfg, run_sweep(cfg, quiet=True)
+
+
+def test_one_row_per_trial_with_statuses(sweep: tuple[SweepConfig, SweepResult]) -> None:
+    from synthetic_trial import costs_of
+
+    cfg, res = sweep
+    df = res.trials
+    assert len(df) == 12 and df.trial_id.is_unique
+    assert sorted(df.groupby("domain").size().to_dict().items()) == [("clean", 6), ("xray", 6)]
+    assert set(df.status) <= {"completed", "pruned", "infeasible"}, df.status.tolist()
+    assert (df.status == "completed").sum() >= 2
+    assert (df.sweep_id == res.sweep_id).all() and df.config_json.notna().all()
+    assert sorted(df[df.domain == "clean"].trial_number) == [1, 2, 3, 4, 5, 6]
+    for rec in df.to_dict(orient="records"):
+        params = {
+            k: rec[k]
+            for k in ("method", "lora_rank", "adapter_repetitions", "adapter_reduction")
+            if rec[k] == rec[k] and rec[k] is not None
+        }
+        costs = costs_of({k: int(v) if isinstance(v, float) else v for k, v in params.items()})
+        assert rec["latency_ms"] == pytest.approx(costs["latency_ms"])
+        if rec["status"] == "infeasible":
+            # stopped before any training: no intermediate result, violation stated
+            assert rec["latency_ms"] > 13.0 and "violates latency_ms <= 13.0" in rec["stop_reason"]
+        else:
+            assert rec["latency_ms"] <= 13.0
+        if rec["status"] == "completed":
+            assert rec["iterations_done"] == 40 and rec["ap"] > 0
+        if rec["status"] == "pruned":
+            assert rec["iterations_done"] < 40
+            assert rec["stop_reason"].startswith("early-stopped by MO-ASHA at rung")
+    inter = res.trials  # noqa: F841 - keep name for clarity below
+    from search.store import ResultStore
+
+    it = ResultStore(res.output_dir / "results").intermediate()
+    assert it.groupby(["trial_id", "iteration"]).size().max() == 1
+    infeasible = set(df.trial_id[df.status == "infeasible"])
+    assert not infeasible & set(it.trial_id)
+
+
+def test_optuna_was_told_pruned_and_front_holds_only_completed(
+    sweep: tuple[SweepConfig, SweepResult],
+) -> None:
+    from optuna.trial import TrialState
+
+    cfg, res = sweep
+    df = res.trials.set_index("trial_id")
+    for dom in ("clean", "xray"):
+        states = glob.glob(str(res.output_dir / "tune" / dom / "searcher-state-*.pkl"))
+        assert states, "Tune saved no searcher state"
+        with open(states[0], "rb") as fh:
+            st = pickle.load(fh)
+        study = st["_ot_study"]
+        told = {tid: study.get_trials()[t.number] for tid, t in st["_ot_trials"].items()}
+        assert len(told) == 6
+        expect = {
+            "completed": TrialState.COMPLETE,
+            "pruned": TrialState.PRUNED,
+            "infeasible": TrialState.PRUNED,
+        }
+        for tid, ft in told.items():
+            assert ft.state == expect[df.loc[tid, "status"]], (tid, df.loc[tid, "status"], ft.state)
+            if ft.state == TrialState.COMPLETE:
+                assert ft.values == pytest.approx([df.loc[tid, m] for m in cfg.metric_names])
+            else:
+                assert ft.values is None  # no truncated values in the study
+        best = {tuple(t.values) for t in study.best_trials}
+        completed = {
+            tuple(df.loc[tid, cfg.metric_names])
+            for tid, ft in told.items()
+            if df.loc[tid, "status"] == "completed"
+        }
+        assert best and best <= completed
+
+
+def test_fronts_file_report_and_pareto_cli(
+    sweep: tuple[SweepConfig, SweepResult], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, res = sweep
+    fronts = json.loads((res.output_dir / "fronts.json").read_text())
+    again = compute_fronts(
+        res.trials, cfg.metric_names, cfg.modes, [o.ref for o in cfg.objectives], cfg.constraints
+    )
+    for dom in ("clean", "xray"):
+        assert fronts[dom]["hypervolume"] == pytest.approx(again[dom].hypervolume)
+        ids = {r["trial_id"] for r in fronts[dom]["front"]}
+        assert ids == set(again[dom].front.trial_id)
+        assert all(res.trials.set_index("trial_id").loc[i, "status"] == "completed" for i in ids)
+    html = (res.output_dir / "report" / "index.html").read_text()
+    assert "Domain clean" in html and "Domain xray" in html and "front-clean.png" in html
+    png = (res.output_dir / "report" / "front-xray.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    from search.cli import main
+
+    capsys.readouterr()
+    assert main(["pareto", str(res.output_dir), "--json", "--objectives", "ap,latency_ms"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["clean"]["objectives"] == ["ap", "latency_ms"]
+    assert main(["pareto", str(res.output_dir), "--objectives", "speed"]) == 2
+    err = capsys.readouterr().err
+    assert "--objectives" in err and "speed" in err
+    assert main(["report", str(res.output_dir)]) == 0
+
+
+def test_wandb_offline_runs_read_back(
+    sweep: tuple[SweepConfig, SweepResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from search.wandb_log import log_sweep
+
+    cfg, res = sweep
+    monkeypatch.setenv("WANDB_API_KEY", "secret-hunter2-" + "x" * 24)  # must never be written anywhere
+    cfg = cfg.model_copy(update={"wandb": cfg.wandb.model_copy(update={"enabled": True, "mode": "offline"})})
+    ids = log_sweep(res.output_dir, cfg)
+    assert len(ids) == 13
+    runs = sorted(glob.glob(str(res.output_dir / "wandb" / "wandb" / "offline-run-*")))
+    assert len(runs) == 13
+    wandb_bin = Path(sys.executable).with_name("wandb")
+
+    def records(run_dir: str) -> list[dict[str, object]]:
+        f = glob.glob(os.path.join(run_dir, "*.wandb"))[0]
+        out = subprocess.run(
+            [str(wandb_bin), "leet", "inspect", "--json", f], capture_output=True, text=True, timeout=120
+        )
+        return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+    summary_dir = next(r for r in runs if r.endswith("-summary"))
+    recs = records(summary_dir)
+    run = next(r["run"] for r in recs if r.get("type") == "run")
+    assert run["run_group"] == res.sweep_id and run["job_type"] == "summary"  # type: ignore[index]
+    hv = [r["history"]["item"] for r in recs if r.get("type") == "history"]  # type: ignore[index]
+    assert any("hypervolume_over_trials/clean" in h for h in hv)
+    tables = glob.glob(os.path.join(summary_dir, "files", "media", "table", "*.table.json"))
+    table = json.loads(Path(tables[0]).read_text())
+    front_ids = {r[1] for r in table["data"]}
+    fronts = json.loads((res.output_dir / "fronts.json").read_text())
+    assert front_ids == {r["trial_id"] for d in fronts.values() for r in d["front"]}
+    # one trial run: its config holds the search parameters and its history the intermediate AP
+    a_trial = next(r for r in runs if not r.endswith("-summary"))
+    trecs = records(a_trial)
+    trun = next(r["run"] for r in trecs if r.get("type") == "run")
+    assert trun["job_type"] == "trial" and "method" in trun["config"]["update"]  # type: ignore[index]
+    for path in Path(res.output_dir / "wandb").rglob("*"):
+        if path.is_file():
+            assert b"hunter2" not in path.read_bytes(), path
+    assert np.isfinite(fronts["clean"]["hypervolume"])
+
+
+def test_run_refuses_an_existing_sweep_folder(sweep: tuple[SweepConfig, SweepResult], tmp_path: Path) -> None:
+    from models.errors import UserError
+    from search.cli import main
+
+    cfg, res = sweep
+    with pytest.raises(UserError, match="already holds a sweep; use 'peftsweep resume"):
+        run_sweep(cfg)
+    assert main(["resume", str(tmp_path)]) == 2  # not a sweep folder: one-line error, exit 2
+
+
+def test_failing_trials_are_recorded_as_failed(ray_session: None, tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    cfg = synthetic_config(
+        tmp_path / "out",
+        domains=["clean"],
+        space={"methods": ["lora", "class_mask"], "iterations": [20]},
+        constraints=[],
+        budget={"trials": 4, "concurrency": 2, "max_failures": 1},
+        sampler={"name": "random", "seed": 0},
+        early_stopping={"enabled": False},
+        trial={"function": "synthetic_trial:prepare", "eval_every": 10, "extra": {"fail_on": "class_mask"}},
+    )
+    res = run_sweep(cfg, quiet=True, report=False)
+    df = res.trials
+    assert len(df) == 4 and df.trial_id.is_unique
+    assert set(df.status) <= {"completed", "failed"}
+    failed = df[df.method == "class_mask"]
+    assert len(failed) >= 1 and (failed.status == "failed").all()
+    assert failed.error.str.contains("synthetic failure").all()
+    assert (df[df.method == "lora"].status == "completed").all()
+    with open(glob.glob(str(res.output_dir / "tune" / "clean" / "searcher-state-*.pkl"))[0], "rb") as fh:
+        st = pickle.load(fh)
+    trials = st["_ot_study"].get_trials()
+    states = {tid: trials[t.number].state for tid, t in st["_ot_trials"].items()}
+    for tid in failed.trial_id:
+        assert states[tid] == TrialState.FAIL
