@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from search.config import METHODS, SearchSpaceConfig
+from search.config import METHODS, PARAM_NAMES, SearchSpaceConfig
 
 __all__ = [
     "RecordedTable",
@@ -62,18 +62,7 @@ OBJECTIVES: list[tuple[str, str]] = [("ap", "max"), ("trainable_pct", "min"), ("
 REAL_TABLE = Path(__file__).with_name("data") / "recorded_trials.csv"
 SURROGATE_TABLE = Path(__file__).with_name("data") / "surrogate_trials.csv"
 DEFAULT_TABLE = REAL_TABLE if REAL_TABLE.exists() else SURROGATE_TABLE
-_KEY_COLS = [
-    "method",
-    "lora_rank",
-    "lora_alpha",
-    "lora_targets",
-    "adapter_repetitions",
-    "adapter_placement",
-    "adapter_residual",
-    "adapter_reduction",
-    "lr",
-    "iterations",
-]
+_KEY_COLS = list(PARAM_NAMES)  # the identity of a configuration in a recorded table
 
 _NUMERIC = {"lora_rank", "lora_alpha", "adapter_repetitions", "adapter_reduction", "lr", "iterations"}
 

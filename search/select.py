@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.errors import UserError
+from search.config import PARAM_NAMES
 
 __all__ = [
     "EXIT_INFEASIBLE",
@@ -41,20 +42,9 @@ __all__ = [
 # Exit status of `peftsweep select` when no method meets the budgets (2 is reserved for bad input).
 EXIT_INFEASIBLE = 3
 
-# Flat parameter columns that define *what* is trained (not how long / how fast): the identity of a
+# The flat parameter columns of a trial (search.config.PARAM_NAMES): the identity of a
 # configuration for de-duplication and warm start.
-CONFIG_COLUMNS = (
-    "method",
-    "lora_rank",
-    "lora_alpha",
-    "lora_targets",
-    "adapter_repetitions",
-    "adapter_placement",
-    "adapter_residual",
-    "adapter_reduction",
-    "lr",
-    "iterations",
-)
+CONFIG_COLUMNS = PARAM_NAMES
 
 
 @dataclass(frozen=True)

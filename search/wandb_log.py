@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.config import SweepConfig
+from search.config import KNOWN_METRICS, SweepConfig
 from search.pareto import hypervolume_history
 from search.space import PARAM_COLUMNS
 
@@ -29,21 +29,7 @@ _SECRET_HINTS = ("key", "token", "secret", "password", "passwd", "credential", "
 _SUMMARY_COLS = (
     "status",
     "stop_reason",
-    "ap",
-    "ap50",
-    "ap75",
-    "ap_s",
-    "ap_m",
-    "ap_l",
-    "missed_rate",
-    "tp_confidence",
-    "small_recall",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "latency_ms",
-    "latency_p90_ms",
-    "final_loss",
+    *KNOWN_METRICS,
     "iterations_done",
     "train_seconds",
     "wall_seconds",
