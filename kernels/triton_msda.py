@@ -42,6 +42,32 @@ def triton_language_interpreted() -> bool:
 
 
 @triton.jit
+def _program_tile(
+    Lq,
+    M: tl.constexpr,
+    D: tl.constexpr,
+    LP: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """This program's (batch n, head m) and its tile: a block of queries x all L*P points x D channels.
+
+    Programs are laid out head-fastest, then query block, then batch (see ``triton_ops._grid``).
+    """
+    pid = tl.program_id(0)
+    m = pid % M
+    rest = pid // M
+    num_qb = tl.cdiv(Lq, BLOCK_Q)
+    qb = rest % num_qb
+    n = rest // num_qb
+    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    offs_j = tl.arange(0, BLOCK_J)
+    offs_d = tl.arange(0, BLOCK_D)
+    return n, m, offs_q, offs_j, offs_d, offs_q < Lq, offs_j < LP, offs_d < D
+
+
+@triton.jit
 def _level_info(shapes_ptr, lsi_ptr, offs_j, mask_j, P: tl.constexpr):
     """Per sampling point (column ``j = level * P + point``): level height, width (fp32) and start."""
     lvl = offs_j // P
@@ -139,19 +165,8 @@ def msda_fwd_kernel(
     BLOCK_R: tl.constexpr,
 ):
     LP: tl.constexpr = L * P
-    pid = tl.program_id(0)
-    m = pid % M
-    rest = pid // M
-    num_qb = tl.cdiv(Lq, BLOCK_Q)
-    qb = rest % num_qb
-    n = rest // num_qb
-
-    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    offs_j = tl.arange(0, BLOCK_J)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_q = offs_q < Lq
-    mask_j = offs_j < LP
-    mask_d = offs_d < D
+    tile = _program_tile(Lq, M, D, LP, BLOCK_Q, BLOCK_J, BLOCK_D)
+    n, m, offs_q, offs_j, offs_d, mask_q, mask_j, mask_d = tile
     mask_qj = mask_q[:, None] & mask_j[None, :]
     lvl, hf, wf, start = _level_info(shapes_ptr, lsi_ptr, offs_j, mask_j, P)
     row = (n * Lq + offs_q).to(tl.int64) * M + m  # flat (n, q, m) index
@@ -269,19 +284,8 @@ def msda_bwd_kernel(
     BLOCK_D: tl.constexpr,
 ):
     LP: tl.constexpr = L * P
-    pid = tl.program_id(0)
-    m = pid % M
-    rest = pid // M
-    num_qb = tl.cdiv(Lq, BLOCK_Q)
-    qb = rest % num_qb
-    n = rest // num_qb
-
-    offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    offs_j = tl.arange(0, BLOCK_J)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_q = offs_q < Lq
-    mask_j = offs_j < LP
-    mask_d = offs_d < D
+    tile = _program_tile(Lq, M, D, LP, BLOCK_Q, BLOCK_J, BLOCK_D)
+    n, m, offs_q, offs_j, offs_d, mask_q, mask_j, mask_d = tile
     mask_qj = mask_q[:, None] & mask_j[None, :]
     lvl, hf, wf, start = _level_info(shapes_ptr, lsi_ptr, offs_j, mask_j, P)
     row = (n * Lq + offs_q).to(tl.int64) * M + m
