@@ -108,7 +108,13 @@ def _prepare_output(config: SweepConfig, resume: bool) -> tuple[Path, str]:
 
 
 def _run_domain(
-    config: SweepConfig, out: Path, sweep_id: str, domain_index: int, resume: bool, quiet: bool
+    config: SweepConfig,
+    out: Path,
+    sweep_id: str,
+    domain_index: int,
+    resume: bool,
+    quiet: bool,
+    wandb_live: bool = False,
 ) -> None:
     from ray import tune
 
@@ -135,6 +141,21 @@ def _run_domain(
     storage = out / "tune"
     exp_path = storage / domain.name
     store_root = str(out / "results")
+    callbacks: list[Any] = [
+        StoreCallback(
+            store_root,
+            sweep_id,
+            domain.name,
+            config.sampler.name,
+            config.budget.trials,
+            quiet=quiet,
+            scheduler_state=str(out / "state" / f"scheduler-{domain.name}.json"),
+        )
+    ]
+    if wandb_live:
+        from search.wandb_log import WandbCallback
+
+        callbacks.append(WandbCallback(sweep_id, domain.name))  # after StoreCallback: reads its rows
 
     if resume and tune.Tuner.can_restore(str(exp_path)):
         tuner = tune.Tuner.restore(
@@ -184,17 +205,7 @@ def _run_domain(
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[
-                    StoreCallback(
-                        store_root,
-                        sweep_id,
-                        domain.name,
-                        config.sampler.name,
-                        config.budget.trials,
-                        quiet=quiet,
-                        scheduler_state=str(out / "state" / f"scheduler-{domain.name}.json"),
-                    )
-                ],
+                callbacks=callbacks,
                 verbose=0,
             ),
         )
@@ -248,15 +259,39 @@ def run_sweep(
     # Each trial checkpoints every report (so retries resume): keep Tune's snapshot warning quiet.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     out, sweep_id = _prepare_output(config, resume)
-    started = ensure_ray(address)
-    try:
-        for i in range(len(config.domains)):
-            _run_domain(config, out, sweep_id, i, resume, quiet)
-    finally:
-        if started:
-            import ray
+    wandb_logger = None
+    if config.wandb.enabled:
+        from search.wandb_log import SweepLogger, activate
 
-            ray.shutdown()
+        wandb_logger = SweepLogger(out, config, sweep_id)
+        if wandb_logger.enabled:
+            activate(wandb_logger)
+        else:
+            wandb_logger = None
+    try:
+        started = ensure_ray(address)
+        try:
+            for i in range(len(config.domains)):
+                _run_domain(config, out, sweep_id, i, resume, quiet, wandb_live=wandb_logger is not None)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+        result = _finish_sweep(config, out, sweep_id, report, wandb_logger)
+    finally:
+        if wandb_logger is not None:
+            from search.wandb_log import deactivate
+
+            wandb_logger.close()
+            deactivate(sweep_id)
+    return SweepResult(out, sweep_id, *result, seconds=time.time() - t0)
+
+
+def _finish_sweep(
+    config: SweepConfig, out: Path, sweep_id: str, report: bool, wandb_logger: Any
+) -> tuple[dict[str, FrontResult], pd.DataFrame]:
+    """After the last domain: domain statistics, fronts.json, the report, the W&B summary."""
     if config.trial.function == TrialSettings().function:
         # Later `peftsweep select` runs find their nearest earlier domains through these statistics
         # of the base model's backbone features. Only real model trials have such a backbone.
@@ -275,11 +310,9 @@ def run_sweep(
         from search.report import write_report
 
         write_report(out)
-    if config.wandb.enabled:
-        from search.wandb_log import log_sweep
-
-        log_sweep(out, config)
-    return SweepResult(out, sweep_id, fronts, trials, time.time() - t0)
+    if wandb_logger is not None:
+        wandb_logger.finish()
+    return fronts, trials
 
 
 def load_sweep(out: str | os.PathLike[str]) -> tuple[SweepConfig, dict[str, Any]]:

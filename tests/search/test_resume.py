@@ -4,6 +4,7 @@ with exactly one row. The sweep runs in subprocess drivers (`peftsweep run` / `p
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
             "extra": {"sleep": 0.6, "log_file": str(log)},
         },
         "output_dir": str(out),
+        "wandb": {"enabled": True, "mode": "offline"},
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "WANDB_MODE": "offline"}
@@ -81,6 +83,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         assert len(done_before) >= 2, "no trial finished in time"
     finally:
         _kill_tree(driver)
+    ledger = out / "wandb" / "logged.json"
+    logged_before = set(json.loads(ledger.read_text())) if ledger.exists() else set()
     lr_of = dict(zip(store.trials().trial_id, store.trials().lr))
     assert len(store.trials()) < 6 or (store.trials().status != "completed").any()
 
@@ -108,3 +112,11 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     # every trial trained to its end at least once (4 evaluation steps)
     assert all(steps[repr(float(lr))] >= 4 for lr in df.lr)
     assert (out / "fronts.json").exists()
+    # W&B: every trial has its run (a run cut by the kill is resumed or backfilled), and trials
+    # whose run was finished before the kill were not logged again
+    assert sorted(json.loads(ledger.read_text())) == sorted(df.trial_id)
+    run_dirs = [p.name for p in (out / "wandb" / "wandb").glob("offline-run-*")]
+    for tid in df.trial_id:
+        n = sum(name.endswith(f"-{tid}") for name in run_dirs)
+        assert n == 1 if tid in logged_before else n >= 1, (tid, n)
+    assert any(name.endswith("-summary") for name in run_dirs)

@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,10 +47,24 @@ def synthetic_config(out: Path, **over: object) -> SweepConfig:
     return parse_config(cfg)
 
 
+SECRET = "secret-hunter2-" + "x" * 24  # a W&B key in the environment: must never be written anywhere
+
+
 @pytest.fixture(scope="module")
 def sweep(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[SweepConfig, SweepResult]:
-    cfg = synthetic_config(tmp_path_factory.mktemp("sweep") / "out")
-    return cfg, run_sweep(cfg, quiet=True)
+    # W&B on (offline): the trial runs and the summary are written live while the sweep runs.
+    cfg = synthetic_config(
+        tmp_path_factory.mktemp("sweep") / "out", wandb={"enabled": True, "mode": "offline"}
+    )
+    old = os.environ.get("WANDB_API_KEY")
+    os.environ["WANDB_API_KEY"] = SECRET
+    try:
+        return cfg, run_sweep(cfg, quiet=True)
+    finally:
+        if old is None:
+            os.environ.pop("WANDB_API_KEY", None)
+        else:
+            os.environ["WANDB_API_KEY"] = old
 
 
 def test_one_row_per_trial_with_statuses(sweep: tuple[SweepConfig, SweepResult]) -> None:
@@ -154,47 +169,103 @@ def test_fronts_file_report_and_pareto_cli(
     assert main(["report", str(res.output_dir)]) == 0
 
 
-def test_wandb_offline_runs_read_back(
-    sweep: tuple[SweepConfig, SweepResult], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _wandb_records(run_dir: str) -> list[dict[str, Any]]:
+    """The records of an offline run, decoded by the wandb CLI (what `wandb sync` would upload)."""
+    f = glob.glob(os.path.join(run_dir, "*.wandb"))[0]
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", "--json", f],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def _run_of(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(next(r["run"] for r in recs if r.get("type") == "run"))
+
+
+def _history(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(r["history"]["item"]) for r in recs if r.get("type") == "history"]
+
+
+def test_wandb_live_runs_read_back(sweep: tuple[SweepConfig, SweepResult]) -> None:
+    from search.store import ResultStore
+
+    cfg, res = sweep
+    runs = sorted(glob.glob(str(res.output_dir / "wandb" / "wandb" / "offline-run-*")))
+    trial_dirs = [r for r in runs if not r.endswith("-summary")]
+    summary_dirs = [r for r in runs if r.endswith("-summary")]
+    assert len(trial_dirs) == len(res.trials) == 12 and len(summary_dirs) == 1  # one run per trial
+    ledger = json.loads((res.output_dir / "wandb" / "logged.json").read_text())
+    assert sorted(ledger) == sorted(res.trials.trial_id)
+
+    inter = ResultStore(res.output_dir / "results").intermediate()
+    by_id = res.trials.set_index("trial_id")
+    for d in trial_dirs:
+        recs = _wandb_records(d)
+        run = _run_of(recs)
+        tid = run["display_name"]
+        assert run["run_group"] == res.sweep_id and run["job_type"] == "trial"
+        config = run["config"]["update"]
+        assert (
+            config["lr"] == pytest.approx(by_id.loc[tid, "lr"])
+            and config["domain"] == by_id.loc[tid, "domain"]
+        )
+        assert config["method"] == by_id.loc[tid, "method"]
+        # history: the AP reported at each intermediate iteration, live, with step = iteration
+        hist = _history(recs)
+        want = inter[inter.trial_id == tid].sort_values("iteration")
+        assert [h["_step"] for h in hist] == want.iteration.tolist()
+        np.testing.assert_allclose([h["ap"] for h in hist], want.ap.to_numpy())
+        final = {k: v for r in recs if r.get("type") == "summary" for k, v in r["summary"]["update"].items()}
+        assert final["status"] == by_id.loc[tid, "status"]
+
+    recs = _wandb_records(summary_dirs[0])
+    assert _run_of(recs)["job_type"] == "summary"
+    hist = _history(recs)
+    # live: after every finished trial of a domain, its hypervolume so far (non-decreasing)
+    live = [h["live/hypervolume/clean"] for h in hist if "live/hypervolume/clean" in h]
+    assert len(live) >= 2 and np.all(np.diff(live) >= -1e-12)
+    assert [h["live/trials_finished/clean"] for h in hist if "live/trials_finished/clean" in h] == list(
+        range(1, 7)
+    )
+    # end of sweep: hypervolume over trials with the final reference point, the Pareto table, plots
+    over = [h["hypervolume_over_trials/xray"] for h in hist if "hypervolume_over_trials/xray" in h]
+    fronts = json.loads((res.output_dir / "fronts.json").read_text())
+    assert len(over) == 6 and over[-1] == pytest.approx(fronts["xray"]["hypervolume"])
+    tables = glob.glob(os.path.join(summary_dirs[0], "files", "media", "table", "*.table.json"))
+    table = json.loads(Path(tables[0]).read_text())
+    assert {r[1] for r in table["data"]} == {r["trial_id"] for d in fronts.values() for r in d["front"]}
+    assert glob.glob(os.path.join(summary_dirs[0], "files", "media", "images", "plots", "front-clean_*.png"))
+    for path in Path(res.output_dir / "wandb").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes() and b"hunter2" not in path.read_bytes(), path
+
+
+def test_wandb_backfills_trials_whose_run_was_lost(sweep: tuple[SweepConfig, SweepResult]) -> None:
+    """A driver killed between a trial's end and its W&B run: the next finish writes that run only."""
     from search.wandb_log import log_sweep
 
     cfg, res = sweep
-    monkeypatch.setenv("WANDB_API_KEY", "secret-hunter2-" + "x" * 24)  # must never be written anywhere
-    cfg = cfg.model_copy(update={"wandb": cfg.wandb.model_copy(update={"enabled": True, "mode": "offline"})})
+    ledger_path = res.output_dir / "wandb" / "logged.json"
+    ledger = json.loads(ledger_path.read_text())
+    lost = sorted(ledger)[0]
+    ledger_path.write_text(json.dumps([t for t in ledger if t != lost]))
     ids = log_sweep(res.output_dir, cfg)
-    assert len(ids) == 13
-    runs = sorted(glob.glob(str(res.output_dir / "wandb" / "wandb" / "offline-run-*")))
-    assert len(runs) == 13
-    wandb_bin = Path(sys.executable).with_name("wandb")
+    assert ids == [f"{res.sweep_id}-{lost}", f"{res.sweep_id}-summary"]
+    assert sorted(json.loads(ledger_path.read_text())) == sorted(ledger)
+    assert log_sweep(res.output_dir, cfg) == [f"{res.sweep_id}-summary"]  # nothing left to backfill
+    runs = glob.glob(str(res.output_dir / "wandb" / "wandb" / f"offline-run-*-{res.sweep_id}-{lost}"))
+    assert len(runs) == 2
+    newest = max(runs, key=os.path.getmtime)
+    hist = _history(_wandb_records(newest))
+    from search.store import ResultStore
 
-    def records(run_dir: str) -> list[dict[str, object]]:
-        f = glob.glob(os.path.join(run_dir, "*.wandb"))[0]
-        out = subprocess.run(
-            [str(wandb_bin), "leet", "inspect", "--json", f], capture_output=True, text=True, timeout=120
-        )
-        return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-
-    summary_dir = next(r for r in runs if r.endswith("-summary"))
-    recs = records(summary_dir)
-    run = next(r["run"] for r in recs if r.get("type") == "run")
-    assert run["run_group"] == res.sweep_id and run["job_type"] == "summary"  # type: ignore[index]
-    hv = [r["history"]["item"] for r in recs if r.get("type") == "history"]  # type: ignore[index]
-    assert any("hypervolume_over_trials/clean" in h for h in hv)
-    tables = glob.glob(os.path.join(summary_dir, "files", "media", "table", "*.table.json"))
-    table = json.loads(Path(tables[0]).read_text())
-    front_ids = {r[1] for r in table["data"]}
-    fronts = json.loads((res.output_dir / "fronts.json").read_text())
-    assert front_ids == {r["trial_id"] for d in fronts.values() for r in d["front"]}
-    # one trial run: its config holds the search parameters and its history the intermediate AP
-    a_trial = next(r for r in runs if not r.endswith("-summary"))
-    trecs = records(a_trial)
-    trun = next(r["run"] for r in trecs if r.get("type") == "run")
-    assert trun["job_type"] == "trial" and "method" in trun["config"]["update"]  # type: ignore[index]
-    for path in Path(res.output_dir / "wandb").rglob("*"):
-        if path.is_file():
-            assert b"hunter2" not in path.read_bytes(), path
-    assert np.isfinite(fronts["clean"]["hypervolume"])
+    inter = ResultStore(res.output_dir / "results").intermediate()
+    assert [h["_step"] for h in hist] == inter[inter.trial_id == lost].sort_values(
+        "iteration"
+    ).iteration.tolist()
 
 
 def test_run_refuses_an_existing_sweep_folder(sweep: tuple[SweepConfig, SweepResult], tmp_path: Path) -> None:
