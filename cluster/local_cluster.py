@@ -28,15 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from models.errors import UserError  # noqa: E402
 from search.cluster import LocalCluster, NodeSpec  # noqa: E402
 
-UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3,
-         "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
 
 
 def parse_bytes(text: str) -> int:
     """'512MiB', '2GiB', '1.5G', '3000000' -> bytes."""
     t = text.strip().lower()
     num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = t[len(num):]
+    unit = t[len(num) :]
     if unit not in UNITS or not num:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512MiB, 2GiB)")
     return int(float(num) * UNITS[unit])
@@ -50,14 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head-cpus", type=float, default=1)
     s.add_argument("--head-memory", type=parse_bytes, default=parse_bytes("1GiB"))
     s.add_argument("--cpus-per-worker", type=float, default=1)
-    s.add_argument("--gpus-per-worker", type=float, default=0,
-                   help="logical GPUs per worker (may exceed the real ones: scheduling only)")
+    s.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0,
+        help="logical GPUs per worker (may exceed the real ones: scheduling only)",
+    )
     s.add_argument("--memory-per-worker", type=parse_bytes, default=parse_bytes("2GiB"))
     s.add_argument("--object-store-per-worker", type=parse_bytes, default=parse_bytes("128MiB"))
     s.add_argument("--root", default=None, help="cluster folder (default: a new /tmp/psw* folder)")
     s.add_argument("--port", type=int, default=None, help="head GCS port (default: a free one)")
-    s.add_argument("--client-port", type=int, default=None,
-                   help="also start a Ray Client server (ray://) on this port (0 = a free one)")
+    s.add_argument(
+        "--client-port",
+        type=int,
+        default=None,
+        help="also start a Ray Client server (ray://) on this port (0 = a free one)",
+    )
     s.add_argument("--dashboard-port", type=int, default=None, help="start the dashboard on 127.0.0.1:PORT")
     s.add_argument("--no-token-auth", action="store_true", help="turn Ray token authentication off")
     for name in ("stop", "status"):
@@ -70,21 +89,39 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "start":
-            worker = NodeSpec(num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker,
-                              memory=args.memory_per_worker, object_store_memory=args.object_store_per_worker)
-            head = NodeSpec(num_cpus=args.head_cpus, memory=args.head_memory,
-                            object_store_memory=args.object_store_per_worker)
-            cluster = LocalCluster([worker] * args.workers, head=head, root=args.root, port=args.port,
-                                   client_port=args.client_port, dashboard_port=args.dashboard_port,
-                                   token_auth=not args.no_token_auth).start()
-            lines = {"RAY_ADDRESS": cluster.address, **cluster.driver_env(),
-                     "PEFTSWEEP_CLUSTER_ROOT": str(cluster.root)}
+            worker = NodeSpec(
+                num_cpus=args.cpus_per_worker,
+                num_gpus=args.gpus_per_worker,
+                memory=args.memory_per_worker,
+                object_store_memory=args.object_store_per_worker,
+            )
+            head = NodeSpec(
+                num_cpus=args.head_cpus,
+                memory=args.head_memory,
+                object_store_memory=args.object_store_per_worker,
+            )
+            cluster = LocalCluster(
+                [worker] * args.workers,
+                head=head,
+                root=args.root,
+                port=args.port,
+                client_port=args.client_port,
+                dashboard_port=args.dashboard_port,
+                token_auth=not args.no_token_auth,
+            ).start()
+            lines = {
+                "RAY_ADDRESS": cluster.address,
+                **cluster.driver_env(),
+                "PEFTSWEEP_CLUSTER_ROOT": str(cluster.root),
+            }
             if cluster.client_address:
                 lines["PEFTSWEEP_CLIENT_ADDRESS"] = cluster.client_address
             for key, value in lines.items():
                 print(f"export {key}={shlex.quote(value)}")
-            print(f"# nodes: {', '.join(n.name for n in cluster.nodes)}; stop with: "
-                  f"python {shlex.quote(sys.argv[0])} stop --root {shlex.quote(str(cluster.root))}")
+            print(
+                f"# nodes: {', '.join(n.name for n in cluster.nodes)}; stop with: "
+                f"python {shlex.quote(sys.argv[0])} stop --root {shlex.quote(str(cluster.root))}"
+            )
             return 0
         cluster = LocalCluster.from_state(args.root)
         if args.cmd == "status":

@@ -26,7 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("search.cli_sweep", "run a sweep from a YAML config on a local (embedded) Ray"),
     "resume": ("search.cli_sweep", "resume a sweep from its output folder without redoing finished trials"),
     "demo": ("search.cli_sweep", "the main job: pretrain a small base if absent, then a real small sweep"),
-    "launch": ("search.cli_cluster", "run a sweep on an existing Ray cluster (--address ray://HOST:PORT|auto)"),
+    "launch": (
+        "search.cli_cluster",
+        "run a sweep on an existing Ray cluster (--address ray://HOST:PORT|auto)",
+    ),
     "pareto": ("search.cli_results", "print the Pareto front(s) of a sweep output folder"),
     "report": ("search.cli_results", "write the static HTML + PNG report of a sweep output folder"),
     "select": ("search.cli_select", "pick a PEFT method for a new domain automatically"),

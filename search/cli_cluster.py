@@ -28,32 +28,52 @@ __all__ = ["add_launch_arguments", "run_launch"]
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="sweep YAML (the same file `peftsweep run` takes)")
-    parser.add_argument("--address", required=True,
-                        help="'ray://HOST:PORT' (Ray Client), 'HOST:PORT' (head GCS) or 'auto' (on a node)")
-    parser.add_argument("--token-file", default=None,
-                        help="the cluster's Ray auth token file (default: RAY_AUTH_TOKEN_PATH / "
-                             "RAY_AUTH_TOKEN / ~/.ray/auth_token)")
-    parser.add_argument("--output-dir", default=None,
-                        help="override output_dir: a path on storage shared by every node")
-    parser.add_argument("--gpus-per-trial", type=float, default=None,
-                        help="override budget.gpus_per_trial (0.5 = two trials per GPU)")
+    parser.add_argument(
+        "--address",
+        required=True,
+        help="'ray://HOST:PORT' (Ray Client), 'HOST:PORT' (head GCS) or 'auto' (on a node)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help="the cluster's Ray auth token file (default: RAY_AUTH_TOKEN_PATH / "
+        "RAY_AUTH_TOKEN / ~/.ray/auth_token)",
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help="override output_dir: a path on storage shared by every node"
+    )
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="override budget.gpus_per_trial (0.5 = two trials per GPU)",
+    )
     parser.add_argument("--cpus-per-trial", type=float, default=None, help="override budget.cpus_per_trial")
     parser.add_argument("--concurrency", type=int, default=None, help="override budget.concurrency")
-    parser.add_argument("--max-failures", type=int, default=None,
-                        help="override budget.max_failures (retries of a trial, from its last checkpoint)")
-    parser.add_argument("--resume", action="store_true",
-                        help="reattach to the sweep in output_dir if there is one (else start it): "
-                             "finished trials are kept, unfinished ones continue from their checkpoints")
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        help="override budget.max_failures (retries of a trial, from its last checkpoint)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reattach to the sweep in output_dir if there is one (else start it): "
+        "finished trials are kept, unfinished ones continue from their checkpoints",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
     parser.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
 
 
 def _budget_overrides(args: argparse.Namespace) -> dict[str, float | int]:
     out: dict[str, float | int] = {}
-    checks = (("gpus_per_trial", args.gpus_per_trial, 0.0, "--gpus-per-trial"),
-              ("cpus_per_trial", args.cpus_per_trial, 1e-9, "--cpus-per-trial"),
-              ("concurrency", args.concurrency, 1, "--concurrency"),
-              ("max_failures", args.max_failures, 0, "--max-failures"))
+    checks = (
+        ("gpus_per_trial", args.gpus_per_trial, 0.0, "--gpus-per-trial"),
+        ("cpus_per_trial", args.cpus_per_trial, 1e-9, "--cpus-per-trial"),
+        ("concurrency", args.concurrency, 1, "--concurrency"),
+        ("max_failures", args.max_failures, 0, "--max-failures"),
+    )
     for key, value, low, flag in checks:
         if value is None:
             continue
@@ -79,8 +99,10 @@ def run_launch(args: argparse.Namespace) -> int:
     if args.output_dir:
         config = config.model_copy(update={"output_dir": args.output_dir})
     if is_remote_uri(config.output_dir):
-        raise UserError(f"output_dir {config.output_dir!r}: must be a path on a filesystem shared by every "
-                        "node (object-store URIs are accepted for data and base checkpoints, not the output)")
+        raise UserError(
+            f"output_dir {config.output_dir!r}: must be a path on a filesystem shared by every "
+            "node (object-store URIs are accepted for data and base checkpoints, not the output)"
+        )
     out = Path(config.output_dir).resolve()
     resume = bool(args.resume) and (out / "sweep.json").exists()
     if resume:
@@ -96,6 +118,8 @@ def run_launch(args: argparse.Namespace) -> int:
 
     res = run_sweep(config, address=address, resume=resume, quiet=args.quiet, report=not args.no_report)
     print_fronts(res.fronts)
-    print(f"sweep {res.sweep_id}: {len(res.trials)} trials in {res.seconds:.0f}s on {args.address} "
-          f"-> {res.output_dir}")
+    print(
+        f"sweep {res.sweep_id}: {len(res.trials)} trials in {res.seconds:.0f}s on {args.address} "
+        f"-> {res.output_dir}"
+    )
     return 0

@@ -253,8 +253,12 @@ def local_copy(uri: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=_mkdirs(dest.parent)))
     try:
         # Streams (a checkpoint need not fit in memory); a folder is copied recursively.
-        pafs.copy_files(path, str(staging / dest.name), source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            path,
+            str(staging / dest.name),
+            source_filesystem=fs,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
         if dest.exists():  # a concurrent copier finished first; theirs is complete
             shutil.rmtree(staging, ignore_errors=True)
         else:
@@ -271,8 +275,9 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "peftsweep" / "storage"
 
 
-def localize(uri: str | os.PathLike[str] | None,
-             cache_dir: str | os.PathLike[str] | None = None) -> str | None:
+def localize(
+    uri: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None = None
+) -> str | None:
     """A local path for a data / checkpoint location given as path or URI (None stays None).
 
     What a trial calls on every input location before opening it: local and shared-mount paths
@@ -289,8 +294,11 @@ def localize(uri: str | os.PathLike[str] | None,
     return str(local_copy(uri, cache_dir if cache_dir is not None else default_cache_dir()))
 
 
-def localize_paths(spec: Mapping[str, Any], keys: tuple[str, ...] = INPUT_KEYS,
-                   cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def localize_paths(
+    spec: Mapping[str, Any],
+    keys: tuple[str, ...] = INPUT_KEYS,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """Copy of ``spec`` with the values under ``keys`` passed through :func:`localize`."""
     out = dict(spec)
     for key in keys:
@@ -458,8 +466,11 @@ class LocalCluster:
         Unix sockets (107-byte limit; Ray appends ~65 bytes of session and socket names)."""
         if self._temp_dir is None:
             inside = self.root / "ray"
-            self._temp_dir = inside if len(str(inside)) <= MAX_TEMP_DIR_LEN else Path(
-                tempfile.mkdtemp(prefix="psr", dir="/tmp"))
+            self._temp_dir = (
+                inside
+                if len(str(inside)) <= MAX_TEMP_DIR_LEN
+                else Path(tempfile.mkdtemp(prefix="psr", dir="/tmp"))
+            )
         return self._temp_dir
 
     def driver_env(self) -> dict[str, str]:
@@ -564,8 +575,13 @@ class LocalCluster:
             "own_root": self._own_root,
             "temp_dir": str(self.temp_dir),
             "nodes": [
-                {"name": n.name, "sid": n.sid, "log": n.log, "node_id": n.node_id, "spec": {**asdict(n.spec),
-                                                                      "resources": dict(n.spec.resources)}}
+                {
+                    "name": n.name,
+                    "sid": n.sid,
+                    "log": n.log,
+                    "node_id": n.node_id,
+                    "spec": {**asdict(n.spec), "resources": dict(n.spec.resources)},
+                }
                 for n in self.nodes
             ],
         }
@@ -580,13 +596,23 @@ class LocalCluster:
         if not path.is_file():
             raise UserError(f"{path}: no local cluster state here")
         state = json.loads(path.read_text())
-        cluster = cls(0, root=root, port=int(state["port"]), client_port=state["client_port"],
-                      token_auth=state["token_file"] is not None)
+        cluster = cls(
+            0,
+            root=root,
+            port=int(state["port"]),
+            client_port=state["client_port"],
+            token_auth=state["token_file"] is not None,
+        )
         cluster._own_root = bool(state["own_root"])
         cluster._temp_dir = Path(state["temp_dir"])
         cluster.nodes = [
-            LocalNode(name=n["name"], spec=NodeSpec(**n["spec"]), sid=int(n["sid"]), log=n["log"],
-                      node_id=n.get("node_id", ""))
+            LocalNode(
+                name=n["name"],
+                spec=NodeSpec(**n["spec"]),
+                sid=int(n["sid"]),
+                log=n["log"],
+                node_id=n.get("node_id", ""),
+            )
             for n in state["nodes"]
         ]
         return cluster
@@ -600,9 +626,14 @@ class LocalCluster:
             log_path = self.root / f"{name}.log"
             with open(log_path, "wb") as log:
                 # A new session per node: stop() and kill_raylet() find exactly its processes.
-                proc = subprocess.Popen(self._node_command(name, spec, head), stdout=log,
-                                        stderr=subprocess.STDOUT, env=self._node_env(),
-                                        start_new_session=True, cwd=self.root)
+                proc = subprocess.Popen(
+                    self._node_command(name, spec, head),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._node_env(),
+                    start_new_session=True,
+                    cwd=self.root,
+                )
             node = LocalNode(name=name, spec=spec, sid=proc.pid, log=str(log_path))
             self.nodes.append(node)
             started.append((node, proc))
@@ -657,8 +688,11 @@ class LocalCluster:
         if self.dashboard_port is None:
             cmd += ["--include-dashboard=false"]
         else:
-            cmd += ["--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
-                    f"--dashboard-port={self.dashboard_port}"]
+            cmd += [
+                "--include-dashboard=true",
+                f"--dashboard-host={LOOPBACK}",
+                f"--dashboard-port={self.dashboard_port}",
+            ]
         if self.client_port is not None:
             cmd += [f"--ray-client-server-port={self.client_port}"]
         return cmd

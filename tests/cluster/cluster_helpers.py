@@ -33,23 +33,37 @@ class Drivers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]),
-                "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline"}
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "WANDB_MODE": "offline",
+        }
 
-    def start(self, *args: str, log: str = "driver.log",
-              address: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, log: str = "driver.log", address: str | None = None
+    ) -> subprocess.Popen[bytes]:
         """``peftsweep <args> --address ADDRESS`` (default: the head's GCS address)."""
         assert self.cluster.token_file is not None
-        cmd = [sys.executable, "-m", "search.cli", *args, "--address", address or self.cluster.address,
-               "--quiet", "--no-report"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "search.cli",
+            *args,
+            "--address",
+            address or self.cluster.address,
+            "--quiet",
+            "--no-report",
+        ]
         if args[0] == "launch":
             cmd += ["--token-file", str(self.cluster.token_file)]
         env = self.env()
         if args[0] == "resume":  # `resume` takes the token from the environment
             env.update(self.cluster.driver_env())
         with open(self.tmp / log, "ab") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append(proc)
         return proc
 
@@ -82,8 +96,17 @@ class Drivers:
                 self.kill(proc)
 
 
-def sweep_config(tmp: Path, *, trials: int, iterations: int, sleep: float, max_failures: int = 3,
-                 fail_on: str | None = None, concurrency: int = 4, gpus: float = 0.5) -> Path:
+def sweep_config(
+    tmp: Path,
+    *,
+    trials: int,
+    iterations: int,
+    sleep: float,
+    max_failures: int = 3,
+    fail_on: str | None = None,
+    concurrency: int = 4,
+    gpus: float = 0.5,
+) -> Path:
     """A sweep of cheap `cluster_trial` trials; each asks for 0.5 CPU + ``gpus`` GPU (0.5: 2 per worker)."""
     extra: dict[str, Any] = {"sleep": sleep, "probe_dir": str(tmp / "probe")}
     if fail_on:
@@ -91,11 +114,20 @@ def sweep_config(tmp: Path, *, trials: int, iterations: int, sleep: float, max_f
     cfg = {
         "name": "clustertest",
         "domains": ["clean"],
-        "space": {"methods": ["lora", "adapter"], "lora": {"rank": [2, 4, 8, 16]},
-                  "adapter": {"repetitions": [1, 2, 3], "reduction": [4]},
-                  "lr": {"low": 1e-4, "high": 3e-3}, "iterations": [iterations]},
-        "budget": {"trials": trials, "concurrency": concurrency, "cpus_per_trial": 0.5,
-                   "gpus_per_trial": gpus, "max_failures": max_failures},
+        "space": {
+            "methods": ["lora", "adapter"],
+            "lora": {"rank": [2, 4, 8, 16]},
+            "adapter": {"repetitions": [1, 2, 3], "reduction": [4]},
+            "lr": {"low": 1e-4, "high": 3e-3},
+            "iterations": [iterations],
+        },
+        "budget": {
+            "trials": trials,
+            "concurrency": concurrency,
+            "cpus_per_trial": 0.5,
+            "gpus_per_trial": gpus,
+            "max_failures": max_failures,
+        },
         "sampler": {"name": "random", "seed": 0},
         "early_stopping": {"enabled": False},
         "trial": {"function": "cluster_trial:prepare", "eval_every": 1, "extra": extra},
@@ -125,8 +157,12 @@ def probes(tmp: Path, kind: str) -> list[dict[str, Any]]:
     return out
 
 
-def wait_for(pred: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes] | None = None,
-             what: str = "condition") -> None:
+def wait_for(
+    pred: Callable[[], bool],
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    what: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():

@@ -44,8 +44,12 @@ class ClusterTrial:
         self.extra = dict(context.trial.get("extra", {}))
         self.every = int(context.trial.get("eval_every", 1))
         rank = float(params.get("lora_rank") or 0) + 4.0 * float(params.get("adapter_repetitions") or 0)
-        self.costs = {"trainable_params": int(1000 * rank), "total_params": 1_000_000,
-                      "trainable_pct": rank / 10.0, "latency_ms": 10.0 + rank / 8.0}
+        self.costs = {
+            "trainable_params": int(1000 * rank),
+            "total_params": 1_000_000,
+            "trainable_pct": rank / 10.0,
+            "latency_ms": 10.0 + rank / 8.0,
+        }
         self.iteration = 0
         self.resumed_from = 0
 
@@ -56,8 +60,9 @@ class ClusterTrial:
         self.resumed_from = int(json.loads(Path(d, "cluster_trial.json").read_text())["iteration"])
         return self.resumed_from
 
-    def train_and_evaluate(self, report: Callable[[int, dict[str, Any]], None],
-                           start_iteration: int = 0) -> dict[str, Any]:
+    def train_and_evaluate(
+        self, report: Callable[[int, dict[str, Any]], None], start_iteration: int = 0
+    ) -> dict[str, Any]:
         probe = Path(self.extra["probe_dir"])
         trial_id, node = _ids()
         _write(probe / "starts" / f"{trial_id}-{os.getpid()}.json", {"node": node, "from": start_iteration})
@@ -71,8 +76,15 @@ class ClusterTrial:
             self.iteration = t
             report(t, {"iteration": t, "ap": ap, "loss": 1.0 - ap})
             _write(probe / "progress" / f"{trial_id}.json", {"node": node, "iteration": t})
-        return {"status": "completed", "error": "", "ap": ap, "iterations": n, "final_loss": 1.0 - ap,
-                "device": "cpu", "resumed_from": self.resumed_from}
+        return {
+            "status": "completed",
+            "error": "",
+            "ap": ap,
+            "iterations": n,
+            "final_loss": 1.0 - ap,
+            "device": "cpu",
+            "resumed_from": self.resumed_from,
+        }
 
 
 def prepare(params: dict[str, Any], context: Any) -> ClusterTrial:

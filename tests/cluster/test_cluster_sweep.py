@@ -52,8 +52,9 @@ def failing_sweep(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
         drivers.stop_all()
 
 
-def test_sweep_spreads_over_gpu_workers_and_retries_failing_trials(cluster: LocalCluster,
-                                                                    failing_sweep: Path):
+def test_sweep_spreads_over_gpu_workers_and_retries_failing_trials(
+    cluster: LocalCluster, failing_sweep: Path
+):
     df = trials_table(failing_sweep)
     assert len(df) == 8 and df["trial_id"].is_unique
     done = df[df["status"] == "completed"]
@@ -81,8 +82,9 @@ def test_sweep_spreads_over_gpu_workers_and_retries_failing_trials(cluster: Loca
         assert _max_overlap(list(zip(rows["started_at"], rows["finished_at"]))) <= 2
 
 
-def test_worker_node_killed_mid_sweep_every_trial_completes_once(cluster: LocalCluster, drivers,
-                                                                  tmp_path: Path):
+def test_worker_node_killed_mid_sweep_every_trial_completes_once(
+    cluster: LocalCluster, drivers, tmp_path: Path
+):
     cfg = sweep_config(tmp_path, trials=6, iterations=8, sleep=0.4, max_failures=3)
     proc = drivers.start("launch", str(cfg))
     victim = cluster.node("worker1")

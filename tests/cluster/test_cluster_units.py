@@ -45,8 +45,10 @@ def test_resolve_address_accepts(good: str):
     assert sc.resolve_address(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "head", "ray://head", "http://head:8265", "head:port", "head:0",
-                                 "head:70000", "ray://head:10001/x"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "head", "ray://head", "http://head:8265", "head:port", "head:0", "head:70000", "ray://head:10001/x"],
+)
 def test_resolve_address_rejects(bad: str):
     with pytest.raises(UserError, match="--address"):
         sc.resolve_address(bad)
@@ -112,8 +114,13 @@ def test_local_copy_of_remote_file_and_folder(fake_bucket: Path, tmp_path: Path)
 
 def test_localize_paths(fake_bucket: Path, tmp_path: Path):
     (fake_bucket / "base.pth").write_bytes(b"w")
-    spec = {"base_checkpoint": "fake://base.pth", "train_json": "file:///mnt/shared/t.json",
-            "train_images": "/mnt/shared/imgs", "eval_json": None, "lr": 0.1}
+    spec = {
+        "base_checkpoint": "fake://base.pth",
+        "train_json": "file:///mnt/shared/t.json",
+        "train_images": "/mnt/shared/imgs",
+        "eval_json": None,
+        "lr": 0.1,
+    }
     out = sc.localize_paths(spec, cache_dir=tmp_path / "c")
     assert Path(out["base_checkpoint"]).read_bytes() == b"w"
     assert out["train_json"] == "/mnt/shared/t.json" and out["train_images"] == "/mnt/shared/imgs"
@@ -133,8 +140,10 @@ def test_terminate_session_ends_only_that_session():
     """stop() relies on this: every process of a node's session ends, others are untouched."""
     # A "node": a session leader that spawns a child ignoring SIGTERM (like a slow gcs_server).
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    leader = ("import subprocess, sys, time; "
-              f"subprocess.Popen([sys.executable, '-c', {stubborn!r}]); time.sleep(60)")
+    leader = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {stubborn!r}]); time.sleep(60)"
+    )
     node = subprocess.Popen([sys.executable, "-c", leader], start_new_session=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
@@ -160,16 +169,20 @@ def _config(tmp_path: Path, **over: object) -> Path:
     return p
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    (["--address", "nowhere"], "--address"),
-    (["--address", "auto", "--token-file", "/nonexistent/token"], "--token-file"),
-    (["--address", "auto", "--output-dir", "s3://bucket/out"], "output_dir"),
-    (["--address", "auto", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
-    (["--address", "auto", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
-    (["--address", "auto", "--max-failures", "-2"], "--max-failures"),
-])
-def test_launch_rejects_bad_input_before_touching_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                      extra: list[str], needle: str):
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--address", "nowhere"], "--address"),
+        (["--address", "auto", "--token-file", "/nonexistent/token"], "--token-file"),
+        (["--address", "auto", "--output-dir", "s3://bucket/out"], "output_dir"),
+        (["--address", "auto", "--gpus-per-trial", "-1"], "--gpus-per-trial"),
+        (["--address", "auto", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+        (["--address", "auto", "--max-failures", "-2"], "--max-failures"),
+    ],
+)
+def test_launch_rejects_bad_input_before_touching_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+):
     assert cli_main(["launch", str(_config(tmp_path)), *extra]) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -57,8 +57,11 @@ def _check_ray_cluster_spec(spec: dict[str, Any], docs: dict[str, dict[str, Any]
     for group in [head, gpu]:
         pod = group["template"]
         assert policy.items() <= pod["metadata"]["labels"].items()
-        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         assert claims == {"peftsweep-shared"}
         mounts = {m["mountPath"] for c in pod["spec"]["containers"] for m in c["volumeMounts"]}
         assert "/mnt/shared" in mounts
