@@ -7,12 +7,35 @@ Public surface:
 - :class:`LoRALinear` -- ``nn.Linear`` with a low-rank update (merge / unmerge / to_linear / wrap).
 - :func:`ms_deform_attn_torch`, :func:`sampling_locations_torch` -- the grid_sample reference.
 
-Importing this package imports torch only; Triton is imported on first Triton use
-(see :mod:`kernels.triton_ops` for the ``TRITON_INTERPRET`` rule).
+Names resolve on first use (PEP 562), so importing a submodule such as :mod:`kernels.bench` for
+``peftsweep --help`` imports nothing heavy; the first name used imports torch; Triton is imported
+on first Triton use (see :mod:`kernels.triton_ops` for the ``TRITON_INTERPRET`` rule).
 """
 
-from kernels.lora import LoRALinear
-from kernels.msda import MSDeformAttn, ms_deform_attn
-from kernels.reference import ms_deform_attn_torch, sampling_locations_torch
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kernels.lora import LoRALinear
+    from kernels.msda import MSDeformAttn, ms_deform_attn
+    from kernels.reference import ms_deform_attn_torch, sampling_locations_torch
 
 __all__ = ["LoRALinear", "MSDeformAttn", "ms_deform_attn", "ms_deform_attn_torch", "sampling_locations_torch"]
+
+_WHERE = {
+    "LoRALinear": "lora",
+    "MSDeformAttn": "msda",
+    "ms_deform_attn": "msda",
+    "ms_deform_attn_torch": "reference",
+    "sampling_locations_torch": "reference",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"kernels.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -50,10 +50,25 @@ def run_pareto(args: argparse.Namespace) -> int:
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="a sweep output folder")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also write the W&B runs still missing (every trial not yet logged) and the summary run, "
+        "with the sweep's W&B settings (offline without WANDB_API_KEY)",
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
     from search.report import write_report
 
     print(write_report(args.output_dir))
+    if args.wandb:
+        from search.sweep import load_sweep
+        from search.wandb_log import log_sweep
+
+        config, _ = load_sweep(args.output_dir)
+        if config.wandb.mode == "disabled":
+            config = config.model_copy(update={"wandb": config.wandb.model_copy(update={"mode": "auto"})})
+        ids = log_sweep(args.output_dir, config)
+        print(f"W&B: wrote {len(ids) - 1} trial run(s) and the summary run {ids[-1]}")
     return 0

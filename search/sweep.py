@@ -17,6 +17,7 @@ interrupted ones continue from their checkpoints, and the store's upserts keep o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -30,6 +31,8 @@ from models.errors import UserError
 from search.config import SweepConfig, TrialSettings, dump_config, load_config
 from search.pareto import FrontResult, compute_fronts
 from search.store import ResultStore
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SweepResult", "run_sweep", "fronts_for", "write_fronts", "sweep_meta", "ensure_ray"]
 
@@ -310,8 +313,16 @@ def _finish_sweep(
         from search.report import write_report
 
         write_report(out)
-    if wandb_logger is not None:
-        wandb_logger.finish()
+    if wandb_logger is not None and not wandb_logger.failed:
+        try:
+            wandb_logger.finish()
+        except Exception as exc:  # noqa: BLE001 - the sweep's results are safe in the store
+            logger.warning(
+                "W&B summary failed (%s: %s); write it later with 'peftsweep report %s --wandb'",
+                type(exc).__name__,
+                exc,
+                out,
+            )
     return fronts, trials
 
 

@@ -15,7 +15,10 @@ Live logging is a Tune callback (:class:`WandbCallback`) that runs in the driver
 the sweep's :class:`SweepLogger`. Nothing is lost when the driver dies: ``<out>/wandb/logged.json``
 lists the trials whose runs were finished, and :meth:`SweepLogger.finish` (end of ``run`` or
 ``resume``) writes the run of every stored trial missing from it, history from the intermediate
-table. :func:`log_sweep` does only that from-the-store pass (e.g. for a sweep run without W&B).
+table. :func:`log_sweep` does only that from-the-store pass (``peftsweep report OUT --wandb``: a
+sweep run without W&B, or one whose W&B logging failed). A W&B error during the sweep (no network,
+bad key) never stops the sweep: it is reported once and live logging stops; the results are in
+the store and the ledger says which runs are still to write.
 
 Mode: ``auto`` -> online when ``WANDB_API_KEY`` is set, else offline (files under
 ``<out>/wandb``; ``wandb sync`` uploads them later). Secrets are never logged: only search
@@ -24,7 +27,9 @@ parameters and metrics are sent, and any key that looks like a credential is dro
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -39,6 +44,8 @@ from search.pareto import hypervolume_history
 from search.space import PARAM_COLUMNS
 
 __all__ = ["SweepLogger", "WandbCallback", "log_sweep", "resolve_mode", "scrub"]
+
+logger = logging.getLogger(__name__)
 
 _SECRET_HINTS = ("key", "token", "secret", "password", "passwd", "credential", "auth")
 _SUMMARY_COLS = (
@@ -97,6 +104,7 @@ class SweepLogger:
         )
         self._runs: dict[str, Any] = {}  # trial id -> open trial run
         self._summary: Any = None
+        self.failed = False  # set when a W&B error stopped live logging (see WandbCallback)
         self._settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True)
 
     @property
@@ -294,9 +302,29 @@ class WandbCallback(Callback):
     def _logger(self) -> SweepLogger | None:
         return _ACTIVE.get(self.sweep_id)
 
+    def _safely(self, what: str, fn: Any, *args: Any) -> None:
+        """Run one logging step; on a W&B error stop live logging for this sweep (the store has
+        everything, and ``peftsweep report OUT --wandb`` writes what is missing later)."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a logging failure must not stop a sweep
+            logger.warning(
+                "W&B logging failed at %s (%s: %s); live logging is off for sweep %s, "
+                "write the missing runs later with 'peftsweep report OUT --wandb'",
+                what,
+                type(exc).__name__,
+                exc,
+                self.sweep_id,
+            )
+            lg = _ACTIVE.pop(self.sweep_id, None)
+            if lg is not None:
+                lg.failed = True
+                with contextlib.suppress(Exception):
+                    lg.close()
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         if (lg := self._logger()) is not None:
-            lg.trial_started(trial.trial_id, dict(trial.config), self.domain)
+            self._safely("trial start", lg.trial_started, trial.trial_id, dict(trial.config), self.domain)
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
@@ -304,7 +332,9 @@ class WandbCallback(Callback):
         if result.get("final") is True:
             return
         if (lg := self._logger()) is not None:
-            lg.trial_reported(trial.trial_id, dict(trial.config), self.domain, result)
+            self._safely(
+                "trial result", lg.trial_reported, trial.trial_id, dict(trial.config), self.domain, result
+            )
 
     def _finished(self, trial: Trial) -> None:
         from search.store import ResultStore
@@ -314,7 +344,7 @@ class WandbCallback(Callback):
         rows = ResultStore(lg.out / "results").trials()
         mine = rows[rows["trial_id"] == trial.trial_id] if len(rows) else rows
         row = mine.iloc[-1].to_dict() if len(mine) else {"status": "unknown"}
-        lg.trial_finished(trial.trial_id, dict(trial.config), self.domain, row)
+        self._safely("trial end", lg.trial_finished, trial.trial_id, dict(trial.config), self.domain, row)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._finished(trial)

@@ -18,20 +18,26 @@ family for every target keeps base keys unchanged and gives one merge path
 (``W <- W + (alpha / rank) * B A``). peft has no sequential bottleneck adapter either.
 """
 
-from models.peft.accounting import ParamCounts, count_parameters
-from models.peft.artifact import base_fingerprint, load_artifact, save_artifact
-from models.peft.config import MethodConfig
-from models.peft.lora import merge_for_inference, merge_lora, unmerge_lora
-from models.peft.registry import (
-    METHODS,
-    MethodEntry,
-    PeftModelInfo,
-    apply_method,
-    build_method_config,
-    config_from_dict,
-    register_method,
-)
-from models.peft.targets import PeftSpec, get_peft_spec, register_peft_spec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.peft.accounting import ParamCounts, count_parameters
+    from models.peft.artifact import base_fingerprint, load_artifact, save_artifact
+    from models.peft.config import MethodConfig
+    from models.peft.lora import merge_for_inference, merge_lora, unmerge_lora
+    from models.peft.registry import (
+        METHODS,
+        MethodEntry,
+        PeftModelInfo,
+        apply_method,
+        build_method_config,
+        config_from_dict,
+        register_method,
+    )
+    from models.peft.targets import PeftSpec, get_peft_spec, register_peft_spec
 
 __all__ = [
     "METHODS",
@@ -54,3 +60,35 @@ __all__ = [
     "save_artifact",
     "unmerge_lora",
 ]
+
+# Names resolve on first use (PEP 562): importing a submodule such as ``models.peft.cli`` (which
+# ``peftsweep --help`` does) must not pull torch in through this package's own imports.
+_WHERE = {
+    "ParamCounts": "accounting",
+    "count_parameters": "accounting",
+    "base_fingerprint": "artifact",
+    "load_artifact": "artifact",
+    "save_artifact": "artifact",
+    "MethodConfig": "config",
+    "merge_for_inference": "lora",
+    "merge_lora": "lora",
+    "unmerge_lora": "lora",
+    "METHODS": "registry",
+    "MethodEntry": "registry",
+    "PeftModelInfo": "registry",
+    "apply_method": "registry",
+    "build_method_config": "registry",
+    "config_from_dict": "registry",
+    "register_method": "registry",
+    "PeftSpec": "targets",
+    "get_peft_spec": "targets",
+    "register_peft_spec": "targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'models.peft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"models.peft.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -268,6 +268,43 @@ def test_wandb_backfills_trials_whose_run_was_lost(sweep: tuple[SweepConfig, Swe
     ).iteration.tolist()
 
 
+def test_wandb_failure_never_stops_the_sweep_and_report_writes_the_runs_later(
+    ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wandb
+
+    from search.cli import main
+
+    cfg = synthetic_config(
+        tmp_path / "out",
+        domains=["clean"],
+        constraints=[],
+        budget={"trials": 3, "concurrency": 2, "max_failures": 1},
+        sampler={"name": "random", "seed": 0},
+        early_stopping={"enabled": False},
+        wandb={"enabled": True, "mode": "offline"},
+    )
+    real_init = wandb.init
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("wandb: network is unreachable")
+
+    monkeypatch.setattr(wandb, "init", no_network)
+    res = run_sweep(cfg, quiet=True, report=False)
+    assert len(res.trials) == 3 and set(res.trials.status) == {"completed"}
+    assert not (res.output_dir / "wandb" / "wandb").exists()  # nothing half-written
+
+    monkeypatch.setattr(wandb, "init", real_init)
+    capsys.readouterr()
+    assert main(["report", str(res.output_dir), "--wandb"]) == 0
+    assert "wrote 3 trial run(s) and the summary run" in capsys.readouterr().out
+    runs = glob.glob(str(res.output_dir / "wandb" / "wandb" / "offline-run-*"))
+    assert len(runs) == 4
+    assert sorted(json.loads((res.output_dir / "wandb" / "logged.json").read_text())) == sorted(
+        res.trials.trial_id
+    )
+
+
 def test_run_refuses_an_existing_sweep_folder(sweep: tuple[SweepConfig, SweepResult], tmp_path: Path) -> None:
     from models.errors import UserError
     from search.cli import main
