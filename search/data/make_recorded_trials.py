@@ -1,18 +1,13 @@
-"""Write ``surrogate_trials.csv``: one row per point of the grid :data:`search.bench.BENCH_SPACE`.
+"""Write ``surrogate_trials.csv``: one row per point of the grid :data:`BENCH_SPACE` x :data:`BENCH_LRS`.
 
-Two sources:
-
-- ``--source surrogate`` (the shipped ``surrogate_trials.csv``): a SYNTHETIC table from an
-  analytic surrogate of the trends the paper reports for Mask DINO: LoRA AP saturates with
-  rank (best r=8, r=16 slightly lower), rises with alpha up to 8; adapters gain ~0.5 AP per
-  repetition (x1 42.3 -> x4 43.9), residual kappa+lambda best; full head 45.6, decoder-only 36.8,
-  class+mask 27.9; AP is a parabola in log10(lr) around 1e-3; trainable % and latency follow the
-  paper's ranges (LoRA 0.17-1.39 %, merged LoRA at base latency; adapters 0.5-6.35 %,
-  +1.5 ms per repetition over a 20 ms base). Seeded Gaussian noise (sd 0.3 AP) stands in for
-  run-to-run variation. These are NOT measurements.
-- ``--source real``: runs every point of this large grid through ``models.trial.run_trial``; slow.
-  The shipped real table (``recorded_trials.csv``) comes from the smaller grid of
-  :mod:`search.data.record_real_grid`.
+A SYNTHETIC table from an analytic surrogate of the trends the paper reports for Mask DINO: LoRA
+AP saturates with rank (best r=8, r=16 slightly lower), rises with alpha up to 8; adapters gain
+~0.5 AP per repetition (x1 42.3 -> x4 43.9), residual kappa+lambda best; full head 45.6,
+decoder-only 36.8, class+mask 27.9; AP is a parabola in log10(lr) around 1e-3; trainable % and
+latency follow the paper's ranges (LoRA 0.17-1.39 %, merged LoRA at base latency; adapters
+0.5-6.35 %, +1.5 ms per repetition over a 20 ms base). Seeded Gaussian noise (sd 0.3 AP) stands in
+for run-to-run variation. These are NOT measurements: the measured table (``recorded_trials.csv``)
+comes from :mod:`search.data.record_real_grid`.
 
 Columns: the flat search parameters (:data:`search.space.PARAM_COLUMNS`), ap, trainable_pct,
 latency_ms, source.
@@ -29,9 +24,30 @@ from typing import Any
 
 import numpy as np
 
+from search.config import SearchSpaceConfig
 from search.space import PARAM_COLUMNS, grid_points, split_list
 
-__all__ = ["surrogate_row", "write_table", "main"]
+__all__ = ["BENCH_SPACE", "BENCH_LRS", "surrogate_row", "write_table", "main"]
+
+# The surrogate's grid (the paper's search space, 321 configurations with 3 learning rates).
+BENCH_SPACE = SearchSpaceConfig.model_validate(
+    {
+        "methods": ["lora", "adapter", "full_head", "decoder_only", "class_mask"],
+        "lora": {
+            "rank": [2, 4, 8, 16],
+            "alpha": [1.0, 4.0, 8.0, 16.0],
+            "targets": [["msda"], ["msda", "dec_self_qv"]],
+        },
+        "adapter": {
+            "repetitions": [1, 2, 3, 4],
+            "placement": [["enc_self", "dec_self", "dec_cross"], ["dec_self", "dec_cross"]],
+            "residual": ["kappa", "lambda", "kappa+lambda"],
+            "reduction": [4, 8, 16],
+        },
+        "iterations": [100],
+    }
+)
+BENCH_LRS = [3e-4, 1e-3, 3e-3]
 
 
 def surrogate_row(p: dict[str, Any], rng: np.random.Generator) -> dict[str, float]:
@@ -67,35 +83,13 @@ def surrogate_row(p: dict[str, Any], rng: np.random.Generator) -> dict[str, floa
     return {"ap": round(ap / 100.0, 5), "trainable_pct": round(pct, 4), "latency_ms": round(lat, 3)}
 
 
-def _real_row(p: dict[str, Any]) -> dict[str, float]:
-    from models.trial import run_trial
-    from search.space import method_kwargs
-
-    method, kwargs = method_kwargs(p)
-    rec = run_trial(
-        {
-            "model": "maskdino_tiny",
-            "domain": "xray",
-            "method": method,
-            "method_params": kwargs,
-            "lr": p["lr"],
-            "iterations": int(p["iterations"]),
-            "num_train_images": 32,
-            "num_eval_images": 8,
-            "latency_runs": 3,
-        }
-    ).to_dict()
-    return {"ap": rec["ap"], "trainable_pct": rec["trainable_pct"], "latency_ms": rec["latency_ms"]}
-
-
-def write_table(path: str | os.PathLike[str], source: str = "surrogate", seed: int = 0) -> int:
-    from search.bench import BENCH_LRS, BENCH_SPACE
-
+def write_table(path: str | os.PathLike[str], seed: int = 0) -> int:
+    """Write the surrogate table (every point of the grid) atomically; returns the row count."""
     rng = np.random.default_rng(seed)
     rows = []
     for p in grid_points(BENCH_SPACE, BENCH_LRS):
-        vals = surrogate_row(p, rng) if source == "surrogate" else _real_row(p)
-        rows.append({**{k: p.get(k, "") for k in PARAM_COLUMNS}, **vals, "source": source})
+        vals = surrogate_row(p, rng)
+        rows.append({**{k: p.get(k, "") for k in PARAM_COLUMNS}, **vals, "source": "surrogate"})
     out = Path(path)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
@@ -108,11 +102,10 @@ def write_table(path: str | os.PathLike[str], source: str = "surrogate", seed: i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--source", choices=["surrogate", "real"], default="surrogate")
     ap.add_argument("--out", default=str(Path(__file__).with_name("surrogate_trials.csv")))
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    n = write_table(a.out, a.source, a.seed)
+    n = write_table(a.out, a.seed)
     print(f"wrote {n} rows to {a.out}")
     return 0
 

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 
 from search.bench import (
-    BENCH_LRS,
-    BENCH_SPACE,
     SURROGATE_TABLE,
     add_arguments,
     load_table,
     main,
     run_bench,
 )
-from search.data.make_recorded_trials import write_table
+from search.data.make_recorded_trials import BENCH_LRS, BENCH_SPACE, write_table
 from search.pareto import hypervolume, non_dominated_mask, to_min
 from search.space import grid_points
 
@@ -29,23 +27,75 @@ def test_table_covers_the_grid_and_is_reproducible(tmp_path: Path) -> None:
     # the space read back from the table is the grid it was written from
     assert set(table.space.methods) == set(BENCH_SPACE.methods)
     assert table.space.lora.rank == BENCH_SPACE.lora.rank and table.space.lr_grid == BENCH_LRS
-    write_table(tmp_path / "t.csv", "surrogate", seed=0)
+    write_table(tmp_path / "t.csv", seed=0)
     assert (tmp_path / "t.csv").read_text() == SURROGATE_TABLE.read_text()
 
 
 def test_curves_are_monotone_fractions_of_the_grid_hv() -> None:
+    from search.pareto import reference_point
+
     res = run_bench(SURROGATE_TABLE, ["random", "tpe"], seeds=2, trials=30)
     table = load_table(SURROGATE_TABLE)
-    vals = to_min(np.stack(list(table.values.values())), ["max", "min", "min"])
-    ref = res["reference_point"]
-    ref_min = np.array([-ref["ap"], ref["log10_trainable_pct"], ref["latency_ms"]])
-    # reference = nadir of the grid front + 10 % of its range
+    raw = table.completed()
+    # sweep view: the reference rule and units of a sweep's fronts.json with default objectives
+    ref = list(res["views"]["sweep"]["reference_point"].values())
+    assert ref == reference_point(
+        ["ap", "trainable_pct", "latency_ms"], ["max", "min", "min"], [0.0, 100.0, None], raw
+    )
+    assert ref[:2] == [0.0, 100.0]
+    assert res["views"]["sweep"]["grid_hv"] == pytest.approx(
+        hypervolume(to_min(raw, ["max", "min", "min"]), to_min(np.array([ref]), ["max", "min", "min"])[0])
+    )
+    # front view: log10(trainable %), reference = nadir of the grid front + 10 % of its range
+    logv = raw.copy()
+    logv[:, 1] = np.log10(logv[:, 1])
+    vals = to_min(logv, ["max", "min", "min"])
+    fref = res["views"]["front"]["reference_point"]
+    ref_min = np.array([-fref["ap"], fref["trainable_pct"], fref["latency_ms"]])
     front = vals[non_dominated_mask(vals)]
     np.testing.assert_allclose(ref_min, front.max(0) + 0.1 * (front.max(0) - front.min(0)))
-    assert res["grid_hypervolume"] == pytest.approx(hypervolume(vals, ref_min))
+    assert res["views"]["front"]["grid_hv"] == pytest.approx(hypervolume(vals, ref_min))
     for r in res["samplers"].values():
-        c = np.array(r["mean_curve"])
-        assert len(c) == 30 and np.all(np.diff(c) >= -1e-12) and 0 < c[-1] <= 1 + 1e-9
+        for view in ("sweep", "front"):
+            c = np.array(r[view]["mean_curve"])
+            assert len(c) == 30 and np.all(np.diff(c) >= -1e-12) and 0 < c[-1] <= 1 + 1e-9
+        assert r["meets_target"] == r["sweep"]["meets_target"]
+
+
+def test_real_grid_rows_aggregate_seeds_and_round_latency() -> None:
+    from search.data.record_real_grid import aggregate, architecture_key
+
+    p = {
+        "method": "lora",
+        "lora_rank": 8,
+        "lora_alpha": 8.0,
+        "lora_targets": "msda",
+        "lr": 1e-3,
+        "iterations": 40,
+    }
+    base = {"trainable_params": 10, "total_params": 100, "trainable_pct": 10.0, "train_seconds": 2.0}
+    runs = [
+        {**p, **base, "ap": a, "ap50": 2 * a, "status": "completed", "trial_latency_ms": t}
+        for a, t in [(10.0, 12.0), (12.0, 11.0), (14.0, 30.0)]
+    ]
+    row = aggregate(runs, latency_ms=11.2649)
+    assert row["ap"] == pytest.approx(12.0) and row["ap_sd"] == pytest.approx(2.0) and row["ap50"] == 24.0
+    assert row["latency_ms"] == pytest.approx(11.3) and row["trial_latency_ms"] == 12.0
+    assert row["status"] == "completed" and row["source"] == "real" and row["seeds"] == 3
+    failed = aggregate([*runs[:2], {**runs[2], "status": "failed", "ap": float("nan")}], 11.26)
+    assert failed["status"] == "failed" and np.isnan(failed["ap"])
+    # latency depends on the deployed structure only: never on lr, LoRA rank/alpha
+    assert architecture_key(p) == architecture_key({**p, "lora_rank": 2, "lora_alpha": 4.0, "lr": 3e-3})
+    assert architecture_key(p) == architecture_key({"method": "class_mask"}) == "base"  # merged LoRA
+    assert architecture_key({"method": "full_head"}) == "base"
+    ad = {
+        "method": "adapter",
+        "adapter_repetitions": 2,
+        "adapter_placement": "dec_self",
+        "adapter_residual": "kappa",
+        "adapter_reduction": 4,
+    }
+    assert architecture_key(ad) != architecture_key({**ad, "adapter_repetitions": 3})
 
 
 def test_cli_entry(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,4 +126,4 @@ def test_shipped_real_table_is_the_real_grid() -> None:
     assert table.source == "real"
     assert len(table.values) == len(grid_points(REAL_GRID, REAL_LRS))
     vals = np.stack(list(table.values.values()))
-    assert np.isfinite(vals).all() and (vals[:, 0] >= 0).all()  # AP measured, log10(pct), latency
+    assert np.isfinite(vals).all() and (vals[:, 0] >= 0).all() and (vals[:, 1] > 0).all()
