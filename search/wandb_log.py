@@ -217,7 +217,7 @@ class SweepLogger:
             tid = str(rec["trial_id"])
             if tid in self.logged or rec.get("status") == "running":
                 continue
-            run = self._runs.get(tid) or self._trial_run(tid, rec, str(rec.get("domain")))
+            run = self._trial_run(tid, rec, str(rec.get("domain")))  # the open one, if any
             hist = inter[inter["trial_id"] == tid].sort_values("iteration") if len(inter) else pd.DataFrame()
             last_step = int(run.step) if getattr(run, "step", 0) else -1
             for h in hist.to_dict(orient="records"):
