@@ -18,11 +18,14 @@ import json
 import os
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "LatencyResult",
+    "LatencyCache",
+    "deployed_architecture",
     "device_name",
     "deployed_copy",
     "measure_latency",
@@ -47,6 +50,44 @@ class LatencyResult:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyResult:
+        return cls(
+            median_ms=float(d["median_ms"]),
+            p90_ms=float(d["p90_ms"]),
+            device=str(d["device"]),
+            image_size=(int(d["image_size"][0]), int(d["image_size"][1])),
+            runs=int(d["runs"]),
+            warmup=int(d["warmup"]),
+        )
+
+
+# Methods whose deployed network runs exactly the base network's computation: LoRA is merged into
+# the weights it adapts (F.linear on W + scale * B A), the head baselines only change weights.
+_BASE_COMPUTATION = frozenset({"lora", "full_head", "decoder_only", "class_mask"})
+
+
+def deployed_architecture(method_config: Any) -> str:
+    """What the deployed network's computation depends on, besides model, class count and input
+    size: ``"base"`` for methods that deploy the base network's computation, otherwise the method
+    and its structural fields (never the learning rate; any field a method has may matter)."""
+    method = str(getattr(method_config, "method", method_config))
+    if method in _BASE_COMPUTATION:
+        return "base"
+    fields = {k: v for k, v in method_config.to_dict().items() if k != "extra_trainable"}
+    return json.dumps(fields, sort_keys=True)
+
+
+class LatencyCache(Protocol):
+    """Latency measured once per deployed architecture and device, shared by trials.
+
+    ``put`` stores only when the key is absent and returns what is stored: two trials that measured
+    the same new architecture at once both end up with the first value."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def device_name(device: Any) -> str:

@@ -34,9 +34,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.errors import UserError
+
+if TYPE_CHECKING:
+    from models.latency import LatencyCache
 
 __all__ = ["TrialSpec", "TrialRecord", "PreparedTrial", "prepare_trial", "run_trial", "ReportFn"]
 
@@ -538,12 +541,25 @@ def _restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def prepare_trial(spec: TrialSpec | Mapping[str, Any]) -> PreparedTrial:
-    """Build model, load base, apply PEFT, measure params + deployed latency (no training yet)."""
+def prepare_trial(
+    spec: TrialSpec | Mapping[str, Any], latency_cache: LatencyCache | None = None
+) -> PreparedTrial:
+    """Build model, load base, apply PEFT, measure params + deployed latency (no training yet).
+
+    With ``latency_cache`` the latency is measured once per deployed architecture
+    (:func:`models.latency.deployed_architecture`), model, class count, input size and device, and
+    reused: merged LoRA of any rank then shares the base network's figure instead of each trial
+    drawing its own timing noise."""
     import torch
 
     import models
-    from models.latency import deployed_copy, measure_latency
+    from models.latency import (
+        LatencyResult,
+        deployed_architecture,
+        deployed_copy,
+        device_name,
+        measure_latency,
+    )
     from models.peft import apply_method, build_method_config, count_parameters
 
     if not isinstance(spec, TrialSpec):
@@ -569,9 +585,19 @@ def prepare_trial(spec: TrialSpec | Mapping[str, Any]) -> PreparedTrial:
     peft_info = apply_method(model, method_config, reinitialized=reinitialised)
     model.to(device)
     params = count_parameters(model)
-    latency = measure_latency(
-        deployed_copy(model), spec.image_size, device, warmup=spec.latency_warmup, runs=spec.latency_runs
+    key = (
+        f"{spec.model}|classes={len(class_names)}|{spec.image_size}px|{device_name(device)}|"
+        f"{deployed_architecture(method_config)}"
     )
+    hit = latency_cache.get(key) if latency_cache is not None else None
+    if hit is not None:
+        latency = LatencyResult.from_dict(hit)
+    else:
+        latency = measure_latency(
+            deployed_copy(model), spec.image_size, device, warmup=spec.latency_warmup, runs=spec.latency_runs
+        )
+        if latency_cache is not None:
+            latency = LatencyResult.from_dict(latency_cache.put(key, latency.to_dict()))
     return PreparedTrial(
         spec=spec,
         model=model,

@@ -366,6 +366,11 @@ class TrialSettings(_Strict):
     function: str = "search.model_trial:prepare"
     eval_every: int = Field(default=10, ge=1)
     seed: int = 0
+    # Measure latency once per deployed architecture and device and share it across the sweep's
+    # trials (search.latency_cache). Worth it where a trial owns its device (a GPU per trial): one
+    # measurement is representative. Off by default: on shared CPUs one measurement taken while
+    # other trials train can be off by ~15 % and would bias every trial of that architecture.
+    latency_per_architecture: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("function")

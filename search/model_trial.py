@@ -4,8 +4,9 @@
 (method + its parameters, ``lr``, ``iterations``), the sweep's model/domain settings and
 ``trial.extra`` (any further TrialSpec field, e.g. ``image_size``, ``num_train_images``,
 ``batch_size``, ``latency_runs``), calls ``models.trial.prepare_trial`` (model built, base
-loaded, PEFT applied, params + deployed latency measured) and returns an object with ``costs``
-(known before training) and ``train_and_evaluate(report)``.
+loaded, PEFT applied, params + deployed latency measured, through the sweep's latency cache when
+the context says so) and returns an object with ``costs`` (known before training) and
+``train_and_evaluate(report)``.
 """
 
 from __future__ import annotations
@@ -65,5 +66,10 @@ def prepare(params: dict[str, Any], context: Any) -> ModelTrial:
 
     # Ray sets OMP_NUM_THREADS to the trial's CPU share; torch should not oversubscribe beyond it.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+    cache = None
+    if getattr(context, "latency_cache", False):
+        from search.latency_cache import SweepLatencyCache
+
+        cache = SweepLatencyCache(context.sweep_id)
     # Data and base checkpoints may live on shared storage (s3://, gs://): copy them once per node.
-    return ModelTrial(prepare_trial(localize_paths(spec_dict(params, context))))
+    return ModelTrial(prepare_trial(localize_paths(spec_dict(params, context)), latency_cache=cache))

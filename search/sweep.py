@@ -5,7 +5,8 @@ Output folder layout (``config.output_dir``):
 - ``sweep.yaml`` (the validated config), ``sweep.json`` (sweep id, creation time);
 - ``results/trials.parquet`` and ``results/intermediate.parquet`` (:mod:`search.store`);
 - ``tune/<domain>/`` (the Tune experiment: searcher state, trial checkpoints; used by resume);
-- ``state/scheduler-<domain>.json`` (MO-ASHA rung records);
+- ``state/scheduler-<domain>.json`` (MO-ASHA rung records), ``state/latency.json`` (latency per
+  deployed architecture and device, :mod:`search.latency_cache`);
 - ``fronts.json`` (per-domain Pareto fronts, hypervolume and reference point).
 
 :func:`run_sweep` starts an embedded Ray (``ray.init(address="local")``) unless ``address`` names
@@ -138,6 +139,7 @@ def _run_domain(
         sampler=config.sampler.name,
         work_dir=str(out / "work" / domain.name),
         store_root=str(out / "results"),
+        latency_cache=config.trial.latency_per_architecture,
     )
     resources = {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_tune_trial, context=ctx), resources)
@@ -274,8 +276,19 @@ def run_sweep(
     try:
         started = ensure_ray(address)
         try:
+            cache = None
+            if config.trial.latency_per_architecture:
+                from search.latency_cache import save_latency_cache, start_latency_cache
+
+                cache = start_latency_cache(sweep_id, out / "state" / "latency.json")
             for i in range(len(config.domains)):
                 _run_domain(config, out, sweep_id, i, resume, quiet, wandb_live=wandb_logger is not None)
+                if cache is not None:
+                    save_latency_cache(cache, out / "state" / "latency.json")
+            if cache is not None:
+                import ray
+
+                ray.kill(cache)  # a later resume in this Ray session starts it again from the file
         finally:
             if started:
                 import ray
@@ -313,8 +326,12 @@ def _finish_sweep(
         from search.report import write_report
 
         write_report(out)
-    if wandb_logger is not None and not wandb_logger.failed:
+    if wandb_logger is not None:
         try:
+            if wandb_logger.failed:  # live logging stopped on an error: one more try, from the store
+                from search.wandb_log import SweepLogger
+
+                wandb_logger = SweepLogger(out, config, sweep_id)
             wandb_logger.finish()
         except Exception as exc:  # noqa: BLE001 - the sweep's results are safe in the store
             logger.warning(

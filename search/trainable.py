@@ -55,6 +55,7 @@ class TrialContext:
     sampler: str = ""
     work_dir: str = ""  # per-sweep scratch folder (artifacts)
     store_root: str = ""  # the sweep's results folder, when the trial's node can see it
+    latency_cache: bool = False  # ask the sweep's latency cache actor (search.latency_cache)
 
 
 class PreparedLike(Protocol):

@@ -17,8 +17,9 @@ lists the trials whose runs were finished, and :meth:`SweepLogger.finish` (end o
 ``resume``) writes the run of every stored trial missing from it, history from the intermediate
 table. :func:`log_sweep` does only that from-the-store pass (``peftsweep report OUT --wandb``: a
 sweep run without W&B, or one whose W&B logging failed). A W&B error during the sweep (no network,
-bad key) never stops the sweep: it is reported once and live logging stops; the results are in
-the store and the ledger says which runs are still to write.
+bad key) never stops the sweep: it is reported once and live logging stops; at the sweep's end one
+more attempt writes what is missing from the store, and if that fails too the ledger still says
+which runs are left for ``report --wandb``.
 
 Mode: ``auto`` -> online when ``WANDB_API_KEY`` is set, else offline (files under
 ``<out>/wandb``; ``wandb sync`` uploads them later). Secrets are never logged: only search

@@ -95,16 +95,12 @@ _METRICS = ("ap", "ap50", "trainable_params", "total_params", "trainable_pct", "
 
 
 def architecture_key(p: dict[str, Any]) -> str:
-    """What the deployed network's structure depends on (never lr, LoRA rank/alpha or iterations).
+    """:func:`models.latency.deployed_architecture` of a grid point (flat search parameters)."""
+    from models.latency import deployed_architecture
+    from models.peft import build_method_config
 
-    Merged LoRA and the three head baselines deploy the plain base network's computation."""
-    method = str(p["method"])
-    if method == "adapter":
-        return (
-            f"adapter[x{p['adapter_repetitions']},{p['adapter_placement']},"
-            f"{p['adapter_residual']},red{p['adapter_reduction']}]"
-        )
-    return "base"
+    method, kwargs = method_kwargs(p)
+    return deployed_architecture(build_method_config(method, **kwargs))
 
 
 def _spec(p: dict[str, Any], base: str | None, seed: int = 0) -> dict[str, Any]:

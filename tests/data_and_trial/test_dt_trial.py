@@ -166,6 +166,50 @@ def test_latency_is_measured_on_the_deployed_model(prepared_once: PreparedTrial)
     assert [n for n, _ in model.named_parameters() if "lora_" in n] == lora_keys  # original untouched
 
 
+def test_latency_cache_measures_each_deployed_architecture_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.latency as latency_mod
+
+    class DictCache:
+        def __init__(self) -> None:
+            self.entries: dict[str, dict[str, Any]] = {}
+
+        def get(self, key: str) -> dict[str, Any] | None:
+            return self.entries.get(key)
+
+        def put(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
+            return self.entries.setdefault(key, value)
+
+    calls: list[int] = []
+    real = latency_mod.measure_latency
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(latency_mod, "measure_latency", counting)
+    cache = DictCache()
+    small = dict(SHORT, num_train_images=2, num_eval_images=2, image_size=64)
+    lora2 = prepare_trial(dict(small, method_params={"rank": 2}), latency_cache=cache)
+    lora16 = prepare_trial(
+        dict(small, method_params={"rank": 16, "alpha": 4.0}, lr=3e-3), latency_cache=cache
+    )
+    head = prepare_trial(dict(small, method="class_mask"), latency_cache=cache)
+    assert len(calls) == 1  # merged LoRA (any rank) and a head baseline deploy the base network
+    assert lora2.latency == lora16.latency == head.latency
+    x1 = prepare_trial(dict(small, method="adapter", method_params={"repetitions": 1}), latency_cache=cache)
+    x2 = prepare_trial(dict(small, method="adapter", method_params={"repetitions": 2}), latency_cache=cache)
+    assert len(calls) == 3 and len(cache.entries) == 3
+    assert all(k.startswith("maskdino_tiny|classes=1|64px|cpu") for k in cache.entries)
+    assert (
+        x1.feasibility()["latency_ms"]
+        == cache.entries[next(k for k in cache.entries if '"repetitions": 1' in k)]["median_ms"]
+    )
+    assert x2.latency.runs == 3
+    # another input size is another key
+    prepare_trial(dict(small, method_params={"rank": 2}, image_size=96), latency_cache=cache)
+    assert len(calls) == 4
+
+
 def test_bench_latency_prints_ratios(tmp_path, capsys) -> None:
     import argparse
     import json

@@ -33,6 +33,7 @@ def test_real_tiny_sweep(ray_session: None, tmp_path: Path) -> None:
             "trial": {
                 "function": "search.model_trial:prepare",
                 "eval_every": 2,
+                "latency_per_architecture": True,
                 "extra": {
                     "num_train_images": 4,
                     "num_eval_images": 2,
@@ -59,3 +60,10 @@ def test_real_tiny_sweep(ray_session: None, tmp_path: Path) -> None:
     inter = ResultStore(res.output_dir / "results").intermediate()
     assert sorted(inter.iteration.unique().tolist()) == [2, 4]  # every eval_every iterations
     assert len(res.fronts["clean"].front) >= 1
+    # latency measured once per deployed architecture (search.latency_cache), saved for resume
+    import json
+
+    cached = json.loads((res.output_dir / "state" / "latency.json").read_text())
+    archs = {"base" if m == "lora" else "adapter" for m in df.method}
+    assert len(cached) == len(archs)
+    assert set(df.latency_ms) == {v["median_ms"] for v in cached.values()}

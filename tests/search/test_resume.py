@@ -114,7 +114,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert (out / "fronts.json").exists()
     # W&B: every trial has its run (a run cut by the kill is resumed or backfilled), and trials
     # whose run was finished before the kill were not logged again
-    assert sorted(json.loads(ledger.read_text())) == sorted(df.trial_id)
+    assert sorted(json.loads(ledger.read_text())) == sorted(df.trial_id), res.stderr[-3000:]
     run_dirs = [p.name for p in (out / "wandb" / "wandb").glob("offline-run-*")]
     for tid in df.trial_id:
         n = sum(name.endswith(f"-{tid}") for name in run_dirs)
