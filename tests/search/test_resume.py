@@ -58,7 +58,10 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         "wandb": {"enabled": True, "mode": "offline"},
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "WANDB_MODE": "offline"}
+    # WANDB_SERVICE: a W&B service this test process started earlier (another test's sweep) would be
+    # shared by both drivers, and the killed driver's open runs would stay "in use" in it.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "WANDB_MODE": "offline"})
     driver = subprocess.Popen(
         [sys.executable, "-m", "search.cli", "run", str(tmp_path / "sweep.yaml"), "--no-report", "--quiet"],
         cwd=ROOT,
