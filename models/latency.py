@@ -72,8 +72,7 @@ def deployed_architecture(method_config: Any) -> str:
     """What the deployed network's computation depends on, besides model, class count and input
     size: ``"base"`` for methods that deploy the base network's computation, otherwise the method
     and its structural fields (never the learning rate; any field a method has may matter)."""
-    method = str(getattr(method_config, "method", method_config))
-    if method in _BASE_COMPUTATION:
+    if method_config.method in _BASE_COMPUTATION:
         return "base"
     fields = {k: v for k, v in method_config.to_dict().items() if k != "extra_trainable"}
     return json.dumps(fields, sort_keys=True)

@@ -585,19 +585,23 @@ def prepare_trial(
     peft_info = apply_method(model, method_config, reinitialized=reinitialised)
     model.to(device)
     params = count_parameters(model)
-    key = (
-        f"{spec.model}|classes={len(class_names)}|{spec.image_size}px|{device_name(device)}|"
-        f"{deployed_architecture(method_config)}"
-    )
-    hit = latency_cache.get(key) if latency_cache is not None else None
-    if hit is not None:
-        latency = LatencyResult.from_dict(hit)
-    else:
-        latency = measure_latency(
+
+    def measure() -> LatencyResult:
+        return measure_latency(
             deployed_copy(model), spec.image_size, device, warmup=spec.latency_warmup, runs=spec.latency_runs
         )
-        if latency_cache is not None:
-            latency = LatencyResult.from_dict(latency_cache.put(key, latency.to_dict()))
+
+    if latency_cache is None:
+        latency = measure()
+    else:
+        key = (
+            f"{spec.model}|classes={len(class_names)}|{spec.image_size}px|{device_name(device)}|"
+            f"{deployed_architecture(method_config)}"
+        )
+        hit = latency_cache.get(key)
+        latency = LatencyResult.from_dict(
+            hit if hit is not None else latency_cache.put(key, measure().to_dict())
+        )
     return PreparedTrial(
         spec=spec,
         model=model,

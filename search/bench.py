@@ -227,16 +227,16 @@ def _sample(sampler_name: str, seed: int, n_trials: int, table: RecordedTable) -
 
 
 def _hv_curve(seen: np.ndarray, view: HVView, ref: list[float]) -> list[float]:
-    from search.pareto import hypervolume, to_min
+    """HV after each trial asked (failed trials leave it unchanged): the sweep's own history rule."""
+    import pandas as pd
 
-    ref_min = to_min(np.array([ref]), _MODES)[0]
-    pts: list[np.ndarray] = []
-    out: list[float] = []
-    for row in view.transform(seen):
-        if np.all(np.isfinite(row)):
-            pts.append(to_min(row[None, :], _MODES)[0])
-        out.append(hypervolume(np.array(pts), ref_min) if pts else 0.0)
-    return out
+    from search.pareto import hypervolume_history
+
+    names = [n for n, _ in OBJECTIVES]
+    vals = view.transform(seen)
+    trials = pd.DataFrame(vals, columns=names)
+    trials["status"] = np.where(np.all(np.isfinite(vals), axis=1), "completed", "failed")
+    return hypervolume_history(trials, names, _MODES, ref)
 
 
 def run_bench(

@@ -16,7 +16,6 @@ so it suits trials that own their device; on shared CPUs it is off by default (s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +77,6 @@ def start_latency_cache(sweep_id: str, path: Path) -> Any:
 
 def save_latency_cache(actor: Any, path: Path) -> None:
     """Write the actor's entries to ``path`` atomically."""
-    entries = ray.get(actor.all.remote())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    from models.data.coco import atomic_write_json
+
+    atomic_write_json(path, ray.get(actor.all.remote()))

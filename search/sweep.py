@@ -277,14 +277,15 @@ def run_sweep(
         started = ensure_ray(address)
         try:
             cache = None
+            latency_file = out / "state" / "latency.json"
             if config.trial.latency_per_architecture:
                 from search.latency_cache import save_latency_cache, start_latency_cache
 
-                cache = start_latency_cache(sweep_id, out / "state" / "latency.json")
+                cache = start_latency_cache(sweep_id, latency_file)
             for i in range(len(config.domains)):
                 _run_domain(config, out, sweep_id, i, resume, quiet, wandb_live=wandb_logger is not None)
                 if cache is not None:
-                    save_latency_cache(cache, out / "state" / "latency.json")
+                    save_latency_cache(cache, latency_file)
             if cache is not None:
                 import ray
 

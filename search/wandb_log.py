@@ -141,9 +141,9 @@ class SweepLogger:
         return run
 
     def _save_ledger(self) -> None:
-        tmp = self._ledger_path.with_name(self._ledger_path.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(sorted(self.logged)))
-        os.replace(tmp, self._ledger_path)
+        from models.data.coco import atomic_write_json
+
+        atomic_write_json(self._ledger_path, sorted(self.logged))
 
     # ------------------------------------------------------------------ live (Tune callback)
     def trial_started(self, trial_id: str, params: dict[str, Any], domain: str) -> None:
@@ -158,13 +158,19 @@ class SweepLogger:
         run = self._trial_run(trial_id, params, domain)
         run.log(scrub({"ap": result.get("ap"), "loss": result.get("loss")}), step=int(result["iteration"]))
 
-    def trial_finished(self, trial_id: str, params: dict[str, Any], domain: str, row: dict[str, Any]) -> None:
-        """Close the trial's run with its store row as summary; log the domain's live front."""
+    def trial_finished(self, trial_id: str, params: dict[str, Any], domain: str) -> None:
+        """Close the trial's run with its store row (written by StoreCallback just before) as summary;
+        log the domain's live front."""
+        from search.store import ResultStore
+
         if not self.enabled or trial_id in self.logged:
             return
-        run = self._trial_run(trial_id, params, domain)
-        self._close_trial(trial_id, run, row)
-        self._log_live_front(domain)
+        trials = ResultStore(self.out / "results").trials()
+        mine = trials[trials["domain"] == domain] if len(trials) else trials
+        rows = mine[mine["trial_id"] == trial_id] if len(mine) else mine
+        row = rows.iloc[-1].to_dict() if len(rows) else {"status": "unknown"}
+        self._close_trial(trial_id, self._trial_run(trial_id, params, domain), row)
+        self._log_live_front(domain, mine)
 
     def _close_trial(self, trial_id: str, run: Any, row: dict[str, Any]) -> None:
         for k, v in scrub({c: row.get(c) for c in _SUMMARY_COLS}).items():
@@ -188,12 +194,10 @@ class SweepLogger:
             self._summary = self._init(f"{self.sweep_id}-summary", f"{self.sweep_id}-summary", "summary", cfg)
         return self._summary
 
-    def _log_live_front(self, domain: str) -> None:
-        from search.store import ResultStore
+    def _log_live_front(self, domain: str, mine: pd.DataFrame) -> None:
+        """Log the current front of ``domain`` (``mine``: its store rows) to the summary run."""
         from search.sweep import fronts_for
 
-        trials = ResultStore(self.out / "results").trials()
-        mine = trials[trials["domain"] == domain] if len(trials) else trials
         fr = fronts_for(self.config, mine).get(domain)
         finished = int((mine["status"] != "running").sum()) if len(mine) else 0
         point: dict[str, float] = {f"live/trials_finished/{domain}": finished}
@@ -228,15 +232,15 @@ class SweepLogger:
             written.append(tid)
         return written
 
-    def finish(self) -> str:
+    def finish(self) -> tuple[list[str], str]:
         """Backfill, then the summary: Pareto tables, hypervolume over trials, report plots. Returns
-        the summary run's id."""
+        (the trial ids backfilled, the summary run's id)."""
         import wandb
 
         from search.store import ResultStore
         from search.sweep import fronts_for
 
-        self.backfill()
+        backfilled = self.backfill()
         trials = ResultStore(self.out / "results").trials()
         fronts = fronts_for(self.config, trials)
         run = self._summary_run()
@@ -265,7 +269,7 @@ class SweepLogger:
         run_id = str(run.id)
         run.finish()
         self._summary = None
-        return run_id
+        return backfilled, run_id
 
     def close(self, exit_code: int = 1) -> None:
         """Finish whatever is still open (a sweep that raised); the ledger keeps them pending."""
@@ -338,14 +342,8 @@ class WandbCallback(Callback):
             )
 
     def _finished(self, trial: Trial) -> None:
-        from search.store import ResultStore
-
-        if (lg := self._logger()) is None:
-            return
-        rows = ResultStore(lg.out / "results").trials()
-        mine = rows[rows["trial_id"] == trial.trial_id] if len(rows) else rows
-        row = mine.iloc[-1].to_dict() if len(mine) else {"status": "unknown"}
-        self._safely("trial end", lg.trial_finished, trial.trial_id, dict(trial.config), self.domain, row)
+        if (lg := self._logger()) is not None:
+            self._safely("trial end", lg.trial_finished, trial.trial_id, dict(trial.config), self.domain)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._finished(trial)
@@ -364,8 +362,7 @@ def log_sweep(out: str | os.PathLike[str], config: SweepConfig) -> list[str]:
     if not logger.enabled:
         return []
     try:
-        trial_ids = logger.backfill()
-        summary_id = logger.finish()
+        trial_ids, summary_id = logger.finish()
     finally:
         logger.close()
     return [f"{sweep_id}-{t}"[-_MAX_ID:] for t in trial_ids] + [summary_id]
