@@ -92,10 +92,10 @@ def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
     from models.evaluation import evaluate_model
     from models.latency import device_name
     from models.training import OptimConfig, train_loop
-    from models.trial import _resolve_device
+    from models.trial.data import resolve_device
 
     out.mkdir(parents=True, exist_ok=True)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     train_name = register_synthetic(cfg.domain, "train", cfg.seed, cfg.num_train_images, cfg.image_size)
     val_name = register_synthetic(cfg.domain, "val", cfg.seed, cfg.num_eval_images, cfg.image_size)
     classes = get_class_names(train_name)
