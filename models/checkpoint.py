@@ -4,10 +4,19 @@ Formats: ``.pth``/``.pt`` (``torch.load(weights_only=True)``; a detectron2 check
 ``{"model": state_dict, ...}`` or a bare state dict) and ``.pkl`` (detectron2 model-zoo pickles of
 numpy arrays, read with a restricted unpickler that only admits numpy array reconstruction).
 
-Class-count change: when the checkpoint's ``class_embed`` has a different number of classes
-than the model, the class-dependent tensors (``class_embed.weight/bias``, ``label_enc.weight``) are
-not loaded but freshly initialised, and the report says so; the derived buffer
-``criterion.empty_weight`` keeps the model's size. Everything else loads key for key.
+Class-count change: when the checkpoint's ``class_embed`` (or, for a model whose classes come from
+a language encoder, its ``criterion.empty_weight``) has a different number of classes than the
+model, the class-dependent tensors (``class_embed.weight/bias``, ``label_enc.weight``) are not
+loaded but freshly initialised, and the report says so. Everything else loads key for key.
+
+Verification (nothing silent): by default anything beyond that is an error naming the file and the
+first offending keys, and the model is left untouched -- a model key the file does not provide, a
+file key the model does not have, a shape that differs. Two kinds of keys are exempt, declared by
+the model class: ``derived_state_keys`` (buffers rebuilt from the config, e.g.
+``criterion.empty_weight``; loaded when the file has them at the same shape, never an error) and
+``ignored_checkpoint_keys`` (official keys a configuration leaves out on purpose, e.g. SEEM's
+spatial-prompt parts; reported as ignored). ``strict=False`` only reports (e.g. to start from a
+backbone-only ImageNet file).
 """
 
 from __future__ import annotations
@@ -26,11 +35,19 @@ from torch import nn
 
 from models.errors import UserError
 
-__all__ = ["LoadReport", "load_checkpoint", "save_checkpoint", "read_state_dict", "CLASS_DEPENDENT_SUFFIXES"]
+__all__ = [
+    "LoadReport",
+    "load_checkpoint",
+    "load_state_dict_checked",
+    "save_checkpoint",
+    "read_state_dict",
+    "CLASS_DEPENDENT_SUFFIXES",
+]
 
 # parameters whose first dimension is the class count (re-initialised on a class-count change)
 CLASS_DEPENDENT_SUFFIXES = ("class_embed.weight", "class_embed.bias", "label_enc.weight")
-_DERIVED_BUFFERS = ("criterion.empty_weight",)
+_DERIVED_BUFFERS = ("criterion.empty_weight",)  # for models that declare no derived_state_keys
+_SHOWN = 5  # offending keys named in an error line
 
 
 @dataclasses.dataclass
@@ -38,9 +55,12 @@ class LoadReport:
     """What happened when loading ``path`` into a model.
 
     loaded: model keys filled from the checkpoint (aliases of a loaded tensor count as loaded);
-    missing: model keys the checkpoint did not provide; unexpected: checkpoint keys the model lacks;
+    missing: model keys the checkpoint did not provide (derived buffers are not listed);
+    unexpected: checkpoint keys the model lacks (``ignored`` ones are not listed);
     reinitialised: class-dependent keys freshly initialised because the class count changed;
-    shape_mismatch: other keys skipped because shapes differ, as "key: ckpt (...) vs model (...)".
+    shape_mismatch: other keys skipped because shapes differ, as "key: ckpt (...) vs model (...)";
+    ignored: checkpoint keys the model's configuration leaves out on purpose;
+    model_keys: how many keys the model's state dict has.
     """
 
     path: str
@@ -51,6 +71,44 @@ class LoadReport:
     shape_mismatch: list[str]
     checkpoint_num_classes: int | None
     model_num_classes: int | None
+    ignored: list[str] = dataclasses.field(default_factory=list)
+    model_keys: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Nothing beyond the class-dependent heads failed to load."""
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def error_line(self) -> str:
+        """One line naming the file and the first offending keys of each kind ('' when ok)."""
+        parts = []
+        for name, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape mismatch", self.shape_mismatch),
+        ):
+            if keys:
+                more = f", ... (+{len(keys) - _SHOWN})" if len(keys) > _SHOWN else ""
+                parts.append(f"{len(keys)} {name} ({', '.join(keys[:_SHOWN])}{more})")
+        if not parts:
+            return ""
+        total = self.model_keys or len(self.loaded) + len(self.missing) + len(self.reinitialised)
+        return (
+            f"{self.path}: checkpoint does not fit the model: {len(self.loaded)} of {total} keys "
+            f"would load; " + "; ".join(parts)
+        )
+
+    def short(self) -> str:
+        """One line for a trial's row: counts of every kind."""
+        text = (
+            f"loaded {len(self.loaded)}/{self.model_keys or len(self.loaded)}, "
+            f"reinitialised {len(self.reinitialised)}, missing {len(self.missing)}, "
+            f"unexpected {len(self.unexpected)}, shape mismatch {len(self.shape_mismatch)}, "
+            f"ignored {len(self.ignored)}"
+        )
+        if self.reinitialised:
+            text += f" (classes {self.checkpoint_num_classes} -> {self.model_num_classes})"
+        return text
 
     def summary(self) -> str:
         lines = [f"loaded {len(self.loaded)} keys from {self.path}"]
@@ -63,6 +121,7 @@ class LoadReport:
             ("missing", self.missing),
             ("unexpected", self.unexpected),
             ("shape mismatch", self.shape_mismatch),
+            ("ignored", self.ignored),
         ):
             if keys:
                 shown = ", ".join(keys[:10]) + (f" ... (+{len(keys) - 10})" if len(keys) > 10 else "")
@@ -144,60 +203,74 @@ def _num_classes_of(sd: dict[str, torch.Tensor]) -> int | None:
     for k, v in sd.items():
         if k.endswith("class_embed.weight"):
             return int(v.shape[0])
-    return None
+    # a model whose classes come from a language encoder: only the no-object weights count them
+    empty = sd.get("criterion.empty_weight")
+    return int(empty.shape[0]) - 1 if empty is not None and empty.dim() == 1 else None
 
 
 def load_checkpoint(
-    model: nn.Module, path: str | os.PathLike[str], num_classes: int | None = None
+    model: nn.Module, path: str | os.PathLike[str], num_classes: int | None = None, *, strict: bool = True
 ) -> LoadReport:
     """Load ``path`` into ``model`` (in place) and report what matched.
 
     ``num_classes`` (optional) is the class count the caller expects the model to have; a model
     with another count is a UserError. A checkpoint with another class count re-initialises the
-    class-dependent tensors (see module docstring).
+    class-dependent tensors (see module docstring). With ``strict`` (the default) a file that does
+    not fit otherwise is a UserError naming it and the first offending keys, and nothing is loaded.
     """
     model_sd = model.state_dict()
     model_nc = _num_classes_of(model_sd)
     if num_classes is not None and model_nc is not None and num_classes != model_nc:
         raise UserError(f"num_classes: model has {model_nc} classes but {num_classes} were requested")
     ckpt = _align_prefix(read_state_dict(path), set(model_sd))
+    return load_state_dict_checked(model, ckpt, str(path), strict=strict)
+
+
+def load_state_dict_checked(
+    model: nn.Module, ckpt: dict[str, torch.Tensor], source: str, *, strict: bool = True
+) -> LoadReport:
+    """:func:`load_checkpoint` for a state dict already in memory (``source`` names it in messages)."""
+    model_sd = model.state_dict(keep_vars=True)
+    model_nc = _num_classes_of(model_sd)
     ckpt_nc = _num_classes_of(ckpt)
     class_change = ckpt_nc is not None and model_nc is not None and ckpt_nc != model_nc
+    derived = set(getattr(model, "derived_state_keys", _DERIVED_BUFFERS))
+    ignorable = set(getattr(model, "ignored_checkpoint_keys", ()))
 
     to_load: dict[str, torch.Tensor] = {}
-    reinit, mismatch, unexpected = [], [], []
+    reinit: list[str] = []
+    mismatch: list[str] = []
+    unexpected: list[str] = []
+    ignored: list[str] = []
     for k, v in ckpt.items():
         if k not in model_sd:
-            unexpected.append(k)
+            (ignored if k in ignorable else unexpected).append(k)
             continue
-        if class_change and (k.endswith(CLASS_DEPENDENT_SUFFIXES) or k in _DERIVED_BUFFERS):
-            if not k.endswith(_DERIVED_BUFFERS):
-                reinit.append(k)
+        if class_change and k.endswith(CLASS_DEPENDENT_SUFFIXES):
+            reinit.append(k)
             continue
         if tuple(v.shape) != tuple(model_sd[k].shape):
-            mismatch.append(f"{k}: ckpt {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}")
+            if k not in derived:  # a derived buffer keeps the model's own (config's) value
+                mismatch.append(f"{k}: ckpt {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}")
             continue
         to_load[k] = v
+
+    # a key counts as loaded when any key aliasing the same tensor object was loaded
+    loaded_ids = {id(model_sd[k]) for k in to_load}
+    loaded = [k for k in model_sd if k in to_load or id(model_sd[k]) in loaded_ids]
+    missing = [k for k in model_sd if k not in loaded and k not in reinit and k not in derived]
+    report = LoadReport(
+        source, loaded, missing, unexpected, reinit, mismatch, ckpt_nc, model_nc, ignored, len(model_sd)
+    )
+    if strict and not report.ok:
+        raise UserError(report.error_line())
     model.load_state_dict(to_load, strict=False)
     if class_change:
         for m in model.modules():
             reset = getattr(m, "reset_class_parameters", None)
             if callable(reset):
                 reset()
-
-    # a key counts as loaded when any key aliasing the same tensor was loaded
-    loaded_ptrs = {model_sd[k].data_ptr() for k in to_load}
-    loaded = [
-        k
-        for k in model_sd
-        if k in to_load or (model_sd[k].data_ptr() in loaded_ptrs and model_sd[k].numel() > 0)
-    ]
-    missing = [
-        k
-        for k in model_sd
-        if k not in loaded and k not in reinit and not (class_change and k in _DERIVED_BUFFERS)
-    ]
-    return LoadReport(str(path), loaded, missing, unexpected, reinit, mismatch, ckpt_nc, model_nc)
+    return report
 
 
 def save_checkpoint(

@@ -6,13 +6,16 @@ conv/mask dim 512; decoder hidden 512, 8 heads, FFN 2048, 101 queries, 9 masked-
 (``DEC_LAYERS: 10`` upstream counts the prediction from the learnable queries as a layer);
 loss weights class 2, mask 5, dice 5, no-object 0.1; 12544 training points.
 
-Closed-set classification (our choice): by default the language encoder is absent; class
-embeddings are a learned table (``class_embed.weight``, K x dim_proj) plus a learned no-object
-embedding, compared with the projected queries by scaled cosine similarity as X-Decoder does with
-text embeddings. ``SEEM_FOCALL_LANG`` (``lang_encoder=True``) carries X-Decoder's CLIP-style text
-encoder instead (see :mod:`models.seem.language`); with it the model's parameter counts are the
-upstream model's, so PEFT shares equal the paper's figures directly.
-``SEEM_TINY`` is a CPU-sized model with the same structure for tests and demos.
+``SEEM_FOCALL`` / ``SEEM_FOCALT`` carry X-Decoder's CLIP-style language encoder (see
+:mod:`models.seem.language`) and the official v1 state-dict layout, so official checkpoints load
+key for key and the parameter shares are the paper's directly (full head 39.55 %: the paper's model
+has the spatial-prompt parts off, ``spatial=False``, as SEEM-Adapter's config; ``spatial=True``
+builds all 933 keys of the released ``focall_unicl_lang_v1``).
+
+Closed-set classification without a language encoder (``lang_encoder=False``: ``SEEM_FOCALL_TABLE``,
+``SEEM_TINY``): class embeddings are a learned table (``class_embed.weight``, K x dim_proj) plus a
+learned no-object embedding, compared with the projected queries by scaled cosine similarity as
+X-Decoder does with text embeddings. ``SEEM_TINY`` is a CPU-sized model for tests and demos.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, ClassVar
 from models.config_base import ModelConfigBase
 from models.errors import UserError
 
-__all__ = ["SEEMConfig", "SEEM_FOCALL", "SEEM_FOCALL_LANG", "SEEM_FOCALT", "SEEM_TINY"]
+__all__ = ["SEEMConfig", "SEEM_FOCALL", "SEEM_FOCALL_TABLE", "SEEM_FOCALT", "SEEM_TINY"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,9 @@ class SEEMConfig(ModelConfigBase):
     lang_heads: int = 8
     lang_vocab: int = 49408
     lang_context: int = 77
+    # SEEM's interactive spatial-prompt parameters (upstream MODEL.DECODER.SPATIAL.ENABLED; needs the
+    # language encoder): built for checkpoint compatibility only, never run in closed-set use
+    spatial: bool = False
     # criterion / matcher
     class_weight: float = 2.0
     mask_weight: float = 5.0
@@ -86,16 +92,20 @@ class SEEMConfig(ModelConfigBase):
             raise UserError(f"lang_heads: {self.lang_heads} must divide lang_width={self.lang_width}")
         if self.lang_encoder and self.num_classes + 4 > self.lang_vocab:
             raise UserError(f"lang_vocab: {self.lang_vocab} too small for {self.num_classes} class prompts")
+        if self.spatial and not self.lang_encoder:
+            raise UserError("spatial: the spatial-prompt parts need lang_encoder=True (the official layout)")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout: must be in [0, 1), got {self.dropout}")
 
 
-SEEM_FOCALL = SEEMConfig()
+# the official focall_unicl_lang_v1 layout: language encoder (63.4M parameters, counted in the head as
+# the paper does); spatial prompts off as in the paper (spatial=True: all official keys)
+SEEM_FOCALL = SEEMConfig(lang_encoder=True)
 
-# with X-Decoder's language encoder (63.4M parameters, counted in the head as the paper does)
-SEEM_FOCALL_LANG = SEEMConfig(lang_encoder=True)
+# closed-set variant: a learned class table instead of the language encoder
+SEEM_FOCALL_TABLE = SEEMConfig()
 
-SEEM_FOCALT = SEEMConfig(backbone="focal_tiny")
+SEEM_FOCALT = SEEMConfig(backbone="focal_tiny", lang_encoder=True)
 
 SEEM_TINY = SEEMConfig(
     backbone="focal",

@@ -32,7 +32,7 @@ class SEEMCriterion(SetCriterionBase):
 
     outputs: "pred_logits" (N, Q, K + 1), "pred_masks" (N, Q, h, w), optional "aux_outputs";
     targets[i]: "labels" (M,), "masks" (M, H, W) bool/float. ``empty_weight`` (K + 1,) is a
-    non-persistent buffer (1 for classes, ``eos_coef`` for no-object).
+    persistent buffer (1 for classes, ``eos_coef`` for no-object).
     """
 
     def __init__(
@@ -46,8 +46,8 @@ class SEEMCriterion(SetCriterionBase):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
     ) -> None:
-        # empty_weight is derived from the config, so not saved: checkpoints then load across class
-        # counts even when nothing else in the model depends on the class count (language encoder)
+        # empty_weight is a state-dict key as in the official checkpoints; models.checkpoint treats it
+        # as derived (rebuilt from the config, never an error when it is absent or of another size)
         super().__init__(
             num_classes,
             matcher,
@@ -56,7 +56,7 @@ class SEEMCriterion(SetCriterionBase):
             num_points=num_points,
             oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio,
-            persistent_empty_weight=False,
+            persistent_empty_weight=True,
         )
 
     def losses_for(

@@ -9,7 +9,11 @@ the thresholded mask (sigmoid < 0.5 -> not attended) restricts the next cross-at
 Key names follow upstream: ``transformer_{self,cross}_attention_layers.{i}`` (``self_attn`` /
 ``multihead_attn``), ``transformer_ffn_layers.{i}``, ``decoder_norm``, ``query_feat``,
 ``query_embed``, ``level_embed``, ``input_proj``, ``class_embed``, ``mask_embed`` and, optional,
-``lang_encoder`` (:mod:`models.seem.language`). Adapter sites:
+``lang_encoder`` (:mod:`models.seem.language`). With the language encoder the layout is the
+official v1 checkpoint's: ``class_embed`` is a bare (hidden, dim_proj) Parameter and, with
+``spatial``, the interactive-prompt parameters ``mask_sptial_embed.{0,1,2}``, ``spatial_embed``,
+``spatial_featured`` and ``pn_indicator`` are present (built, never called). Without it
+``class_embed`` is a :class:`ClassEmbed` holding a learned class table. Adapter sites:
 ``self_attn_site`` and ``multihead_attn_site`` right after each attention, before residual + norm.
 """
 
@@ -171,8 +175,10 @@ class SEEMDecoder(nn.Module):
         dropout: float = 0.0,
         num_feature_levels: int = 3,
         lang_encoder: LanguageEncoder | None = None,
+        spatial: bool = False,
     ) -> None:
         super().__init__()
+        self._num_classes = num_classes
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
         self.num_heads = nheads
         self.num_layers = dec_layers
@@ -201,13 +207,41 @@ class SEEMDecoder(nn.Module):
                 self.input_proj.append(conv)
             else:
                 self.input_proj.append(nn.Sequential())
-        self.class_embed = ClassEmbed(hidden_dim, dim_proj, num_classes, learned_table=lang_encoder is None)
-        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        self.class_embed: nn.Parameter | ClassEmbed
+        if lang_encoder is None:
+            self.class_embed = ClassEmbed(hidden_dim, dim_proj, num_classes)
+        else:
+            # upstream layout: the projection itself is ``class_embed`` (a bare Parameter)
+            self.class_embed = nn.Parameter(torch.empty(hidden_dim, dim_proj))
+            nn.init.trunc_normal_(self.class_embed, std=0.02)
         self.lang_encoder = lang_encoder
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        if spatial:
+            # SEEM's interactive spatial prompts (points, boxes, scribbles): closed-set instance
+            # segmentation never calls them, they exist so that official checkpoints load key for key
+            # (upstream spelling "sptial" kept).
+            self.mask_sptial_embed = nn.ParameterList(
+                nn.Parameter(torch.empty(mask_dim, mask_dim)) for _ in range(3)
+            )
+            for p in self.mask_sptial_embed:
+                nn.init.trunc_normal_(p, std=0.02)
+            self.spatial_embed = nn.Embedding(32, hidden_dim)
+            self.spatial_featured = nn.Embedding(32, hidden_dim)
+            self.pn_indicator = nn.Embedding(2, hidden_dim)
 
     @property
     def num_classes(self) -> int:
-        return self.class_embed.num_classes
+        return self._num_classes
+
+    def classify(self, decoded: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """Class logits (..., K + 1) of decoded queries: the learned table, or the language
+        encoder's (embeddings, logit_scale) against the bare ``class_embed`` projection."""
+        if isinstance(self.class_embed, ClassEmbed):
+            return self.class_embed(decoded) if text is None else self.class_embed(decoded, *text)
+        if text is None:
+            raise ValueError("a SEEM decoder with a language encoder needs its text embeddings")
+        emb = F.normalize(decoded @ self.class_embed, dim=-1)
+        return text[1].exp() * emb @ text[0].T
 
     def prediction_heads(
         self,
@@ -220,7 +254,7 @@ class SEEMDecoder(nn.Module):
         cross-attention (N * heads, Q, h * w) bool, True = blocked; detached). ``text``: the
         language encoder's (class embeddings, logit_scale), None with the learned table."""
         decoded = self.decoder_norm(output)
-        logits = self.class_embed(decoded) if text is None else self.class_embed(decoded, *text)
+        logits = self.classify(decoded, text)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
         with torch.no_grad():
             small = F.interpolate(masks.detach(), size=attn_size, mode="bilinear", align_corners=False)

@@ -1,9 +1,12 @@
 """The SEEM meta-architecture for closed-set instance segmentation (detectron2 convention).
 
-``SEEM(cfg)`` holds ``backbone`` (FocalNet), ``sem_seg_head`` (``pixel_decoder`` + ``predictor``)
-and ``criterion`` -- X-Decoder/SEEM's module tree without SEEM's interactive (spatial / grounding)
-prompts, which closed-set instance segmentation does not use; the language encoder is optional
-(``cfg.lang_encoder``; default: a learned class table).
+``SEEM(cfg)`` holds ``dilation_kernel`` (a 3x3 ones buffer upstream uses to dilate spatial
+prompts), ``backbone`` (FocalNet), ``sem_seg_head`` (``pixel_decoder`` + ``predictor``) and
+``criterion`` -- X-Decoder/SEEM's module tree. With ``cfg.lang_encoder`` the state-dict keys are
+those of the official v1 checkpoint (``seem_focall``: all 933 with ``cfg.spatial``, the 927 of
+``SPATIAL.ENABLED False`` without); SEEM's interactive (spatial / grounding) prompts are never run,
+closed-set instance segmentation does not use them. Without a language encoder the classes are a
+learned table (``seem_tiny``, ``seem_focall_table``).
 
 Input: ``model(batched_inputs)``; each dict has "image" (3, H, W) uint8 in ``cfg.input_format``
 order, optional "height"/"width" (output size, default H/W) and, in training, "instances"
@@ -66,6 +69,8 @@ class SEEM(MaskMetaArch):
     def __init__(self, cfg: SEEMConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # constant, kept as the official checkpoints keep it (first key of their state_dict)
+        self.register_buffer("dilation_kernel", torch.ones(1, 1, 3, 3))
         self.backbone = build_backbone(cfg.backbone, **dict(cfg.backbone_kwargs))
         pixel_decoder = SEEMPixelDecoder(
             self.backbone.output_shape(),
@@ -102,6 +107,7 @@ class SEEM(MaskMetaArch):
             )
             if cfg.lang_encoder
             else None,
+            spatial=cfg.spatial,
         )
         self.sem_seg_head = SEEMHead(pixel_decoder, predictor)
         matcher = HungarianMatcher(
@@ -126,6 +132,22 @@ class SEEM(MaskMetaArch):
             importance_sample_ratio=cfg.importance_sample_ratio,
         )
         self.register_pixel_stats()
+
+    # Checkpoint verification (models.checkpoint): buffers rebuilt from the config, and official keys
+    # this configuration leaves out on purpose (spatial prompts off: loading drops them, no error).
+    derived_state_keys = ("dilation_kernel", "criterion.empty_weight")
+    SPATIAL_KEYS = (
+        "sem_seg_head.predictor.mask_sptial_embed.0",
+        "sem_seg_head.predictor.mask_sptial_embed.1",
+        "sem_seg_head.predictor.mask_sptial_embed.2",
+        "sem_seg_head.predictor.spatial_embed.weight",
+        "sem_seg_head.predictor.spatial_featured.weight",
+        "sem_seg_head.predictor.pn_indicator.weight",
+    )
+
+    @property
+    def ignored_checkpoint_keys(self) -> tuple[str, ...]:
+        return () if self.cfg.spatial or not self.cfg.lang_encoder else self.SPATIAL_KEYS
 
     @staticmethod
     def peft_spec() -> PeftSpec:

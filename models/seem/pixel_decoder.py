@@ -127,6 +127,10 @@ class SEEMPixelDecoder(nn.Module):
         weight_init.c2_xavier_fill(self.input_proj)
         self.transformer = TransformerEncoderOnly(conv_dim, nheads, dim_feedforward, dropout, enc_layers)
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
+        # upstream registers the coarsest level's output conv after the transformer: move it there
+        # (key order of the official state_dict; built above, so the random draws stay as they were)
+        coarsest = f"layer_{n}"
+        self.add_module(coarsest, self._modules.pop(coarsest))
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         multi_scale: list[torch.Tensor] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,12 @@ def test_detectron2_pkl_of_numpy_arrays(tmp_path: Path) -> None:
     with open(path, "wb") as f:
         pickle.dump({"model": backbone, "__author__": "test", "matching_heuristics": True}, f)
     target = _tiny(seed=5)
-    report = load_checkpoint(target, path)
+    # a backbone-only file is not a base: strict loading names it and the first missing head keys
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(UserError, match=r"r\.pkl: checkpoint does not fit .*missing \(sem_seg_head\."):
+        load_checkpoint(target, path)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items()), "nothing loaded"
+    report = load_checkpoint(target, path, strict=False)  # starting from ImageNet weights on purpose
     assert report.unexpected == ["backbone.fc.weight"]
     assert set(report.loaded) == {k for k in sd if k.startswith("backbone.")}
     assert report.missing and all(not k.startswith("backbone.") for k in report.missing)
@@ -150,3 +156,54 @@ def test_bad_paths_name_the_file(tmp_path: Path) -> None:
         read_state_dict(other)
     with pytest.raises(UserError, match="meta"):
         save_checkpoint(_tiny(), tmp_path / "x.pth", {"obj": object()})
+
+
+def test_checkpoint_of_another_model_loads_nothing_and_names_file_and_keys(tmp_path: Path) -> None:
+    """The silent '0 of 247 keys loaded' case: every key differs (a renamed prefix)."""
+    model = _tiny()
+    path = tmp_path / "other.pth"
+    torch.save({f"model.{k}": v for k, v in model.state_dict().items()}, path)
+    target = _tiny(seed=4)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(UserError) as err:
+        load_checkpoint(target, path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: checkpoint does not fit the model: 0 of 247 keys would load;")
+    assert "\n" not in msg
+    first = next(iter(model.state_dict()))
+    assert f"missing ({first}, " in msg and f"unexpected (model.{first}, " in msg
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_shape_mismatch_beyond_the_class_head_is_an_error(tmp_path: Path) -> None:
+    sd = _tiny().state_dict()
+    key = "sem_seg_head.pixel_decoder.mask_features.weight"
+    sd[key] = torch.ones(sd[key].numel() + 1)
+    path = tmp_path / "bad.pth"
+    torch.save({"model": sd}, path)
+    with pytest.raises(UserError, match=rf"bad\.pth: .*1 shape mismatch \({re.escape(key)}: ckpt"):
+        load_checkpoint(_tiny(seed=1), path)
+    report = load_checkpoint(_tiny(seed=1), path, strict=False)
+    assert not report.ok and [m.split(":")[0] for m in report.shape_mismatch] == [key]
+    assert key not in report.loaded and len(report.loaded) == len(sd) - 1
+
+
+def test_truncated_checkpoint_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pth"
+    save_checkpoint(_tiny(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"^checkpoint: cannot read weights from .*cut\.pth"):
+        load_checkpoint(_tiny(), path)
+
+
+def test_report_line_for_a_trial_row(tmp_path: Path) -> None:
+    path = tmp_path / "src.pth"
+    save_checkpoint(_tiny(num_classes=3), path)
+    report = load_checkpoint(_tiny(num_classes=5), path)
+    assert report.ok and report.error_line() == ""
+    assert report.short() == (
+        f"loaded {len(report.loaded)}/{report.model_keys}, reinitialised 3, missing 0, unexpected 0, "
+        "shape mismatch 0, ignored 0 (classes 3 -> 5)"
+    )
+    assert len(report.loaded) + 3 + 1 == report.model_keys  # + the derived criterion.empty_weight

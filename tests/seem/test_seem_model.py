@@ -3,6 +3,7 @@ behaviour on CPU, the paper configs' parameter counts (meta device) and checkpoi
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch import nn
 
 from models import MODEL_CONFIGS, build_model, get_model_config
 from models.backbones.focal import FocalModulation, FocalModulationBlock, FocalNet, build_focal_backbone
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from models.errors import UserError
 from models.seem.decoder import ClassEmbed, CrossAttentionLayer
 from models.seem.language import LanguageEncoder, TextTransformer
@@ -46,7 +47,7 @@ def _raw(model: SEEM, batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_configs_registered_with_paper_hyperparameters() -> None:
-    for name in ("seem_focall", "seem_focall_lang", "seem_focalt", "seem_tiny"):
+    for name in ("seem_focall", "seem_focall_table", "seem_focalt", "seem_tiny"):
         assert MODEL_CONFIGS[name].family == "seem"
     cfg = get_model_config("seem_focall", 4)
     assert (cfg.num_classes, cfg.hidden_dim, cfg.num_queries, cfg.dec_layers, cfg.enc_layers) == (
@@ -68,11 +69,11 @@ def test_configs_registered_with_paper_hyperparameters() -> None:
         get_model_config("seem_tiny", nheads=5)
 
 
-def test_focall_param_count_and_structure() -> None:
+def test_focall_table_param_count_and_structure() -> None:
     # meta tensors: real shapes and module tree, no memory or init cost for 277M parameters
     with torch.device("meta"):
-        a = build_model("seem_focall", num_classes=80)
-        b = build_model("seem_focall", num_classes=83)
+        a = build_model("seem_focall_table", num_classes=80)
+        b = build_model("seem_focall_table", num_classes=83)
     assert isinstance(a, SEEM)
     # Focal-L (fl4, conv embedding, layer scale): 205.7M; head: 6-layer encoder + FPN at 512,
     # 9-layer decoder at 512 with 101 queries
@@ -89,8 +90,87 @@ def test_focall_param_count_and_structure() -> None:
     assert [shapes[f"res{i}"].channels for i in range(2, 6)] == [192, 384, 768, 1536]
     with torch.device("meta"):
         t = build_model("seem_focalt", num_classes=80)
+        f = build_model("seem_focall", num_classes=80)
     assert [t.backbone.output_shape()[f"res{i}"].channels for i in range(2, 6)] == [96, 192, 384, 768]
-    assert _n(t.sem_seg_head.predictor) == _n(a.sem_seg_head.predictor)
+    assert _n(t.sem_seg_head.predictor) == _n(f.sem_seg_head.predictor)
+
+
+# ---------------------------------------------------------------- the official v1 layout
+
+SEEM_DATA = Path(__file__).resolve().parents[1] / "data" / "seem"
+
+
+def _manifest() -> dict[str, Any]:
+    return json.loads((SEEM_DATA / "manifest_focall_v1.json").read_text())  # type: ignore[no-any-return]
+
+
+def _official_keys(manifest: dict[str, Any], spatial: bool) -> list[tuple[str, list[int], str]]:
+    removed = set(manifest["variant_spatial_disabled"]["removed_keys"])
+    return [(k, shape, kind) for k, shape, kind in manifest["keys"] if spatial or k not in removed]
+
+
+@pytest.mark.parametrize("spatial", [True, False], ids=["spatial", "paper"])
+def test_focall_matches_official_v1_manifest(spatial: bool) -> None:
+    """seem_focall builds the official focall_unicl_lang_v1 state_dict: every key, in order, with its
+    shape and kind; spatial=False is the official SPATIAL.ENABLED False build (6 keys fewer)."""
+    manifest = _manifest()
+    with torch.device("meta"):
+        model = build_model("seem_focall", num_classes=133, spatial=spatial)
+    sd = model.state_dict(keep_vars=True)
+    expected = _official_keys(manifest, spatial)
+    assert list(sd) == [k for k, _, _ in expected], "state_dict keys (and their order) must be the official"
+    params = {id(p) for p in model.parameters()}
+    for key, shape, kind in expected:
+        assert list(sd[key].shape) == shape, key
+        assert (id(sd[key]) in params) == (kind == "param"), key
+    assert len({id(v) for v in sd.values()}) == len(sd), "no tied tensors upstream"
+    counts = manifest["counts"] if spatial else manifest["variant_spatial_disabled"]
+    assert _n(model) == counts["total_params"]
+    assert _n(model.backbone) == counts["by_top_module"]["backbone"]
+    assert _n(model.sem_seg_head) == counts["by_top_module"]["sem_seg_head"]
+    by = manifest["counts"]["by_component"]
+    for part in ("sem_seg_head.pixel_decoder", "sem_seg_head.predictor.lang_encoder"):
+        assert _n(model.get_submodule(part)) == by[part], part
+    assert "pixel_mean" not in sd and "pixel_std" not in sd
+
+
+def _official_state_dict(manifest: dict[str, Any], spatial: bool = True) -> dict[str, torch.Tensor]:
+    """A state dict laid out like the released checkpoint (flat, official names and shapes), on meta."""
+    return {k: torch.empty(shape, device="meta") for k, shape, _ in _official_keys(manifest, spatial)}
+
+
+@pytest.mark.parametrize("spatial", [True, False], ids=["spatial", "paper"])
+def test_focall_loads_an_official_layout_state_dict(spatial: bool) -> None:
+    manifest = _manifest()
+    with torch.device("meta"):
+        model = build_model("seem_focall", num_classes=4, spatial=spatial)
+    report = load_state_dict_checked(model, _official_state_dict(manifest), "seem_focall_v1.pt")
+    assert report.ok and report.missing == [] and report.unexpected == [] and report.shape_mismatch == []
+    # 133 COCO classes -> 4: nothing is class-dependent but the derived no-object weights
+    assert (report.checkpoint_num_classes, report.model_num_classes) == (133, 4)
+    assert report.reinitialised == [] and "criterion.empty_weight" not in report.loaded
+    assert len(report.loaded) == len(model.state_dict()) - 1
+    removed = manifest["variant_spatial_disabled"]["removed_keys"]
+    assert sorted(report.ignored) == ([] if spatial else sorted(removed))
+    # a file without the buffers (the released file may lack them) still fits
+    no_buffers = {k: v for k, v in _official_state_dict(manifest).items() if k not in SEEM.derived_state_keys}
+    assert load_state_dict_checked(model, no_buffers, "x.pt").ok
+
+
+def test_official_layout_with_a_missing_part_is_an_error() -> None:
+    manifest = _manifest()
+    with torch.device("meta"):
+        model = build_model("seem_focall", num_classes=4)
+    sd = {k: v for k, v in _official_state_dict(manifest).items() if ".lang_encoder." not in k}
+    with pytest.raises(
+        UserError,
+        match=r"^seem\.pt: checkpoint does not fit .* missing \(sem_seg_head\.predictor\.lang_encoder\.",
+    ):
+        load_state_dict_checked(model, sd, "seem.pt")
+    with torch.device("meta"):
+        table = build_model("seem_focall_table", num_classes=4)  # the closed-set variant is another layout
+    with pytest.raises(UserError, match=r"unexpected \(.*sem_seg_head\.predictor\.class_embed\b"):
+        load_state_dict_checked(table, _official_state_dict(manifest, spatial=False), "seem.pt")
 
 
 # ---------------------------------------------------------------- building blocks vs references
@@ -375,28 +455,45 @@ def test_language_encoder_pools_eot_and_caches_in_eval() -> None:
         enc.set_class_tokens(torch.zeros(2, 3, dtype=torch.long))
 
 
-def test_tiny_with_language_encoder_trains_and_loads_across_class_counts(
+def test_tiny_official_layout_trains_and_loads_a_flat_file_across_class_counts(
     tmp_path: Path, make_sample: Sample
 ) -> None:
+    """The official layout at CPU size (language encoder, spatial parts): trains, and a flat
+    upstream-style file (state_dict only, no "model" sub-dict) loads into another class count."""
     torch.manual_seed(0)
-    model = build_model("seem_tiny", num_classes=CLASSES, **LANG_TINY).train()
+    model = build_model("seem_tiny", num_classes=CLASSES, spatial=True, **LANG_TINY).train()
     assert isinstance(model, SEEM)
     ce = model.sem_seg_head.predictor.class_embed
-    assert ce.weight is None and ce.no_object is None
+    assert isinstance(ce, nn.Parameter) and tuple(ce.shape) == (64, 64)
     loss = sum(model([make_sample(0)]).values())
     loss.backward()
-    grad = model.get_parameter("sem_seg_head.predictor.lang_encoder.lang_proj").grad
-    assert grad is not None and grad.abs().sum() > 0
-    path = tmp_path / "lang.pth"
-    save_checkpoint(model, path)
-    other = build_model("seem_tiny", num_classes=5, **LANG_TINY)
+    for name in ("sem_seg_head.predictor.lang_encoder.lang_proj", "sem_seg_head.predictor.class_embed"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    path = tmp_path / "seem_v1_like.pt"
+    torch.save(model.state_dict(), path)  # upstream's save_pretrained: a flat state dict
+    other = build_model("seem_tiny", num_classes=5, spatial=True, **LANG_TINY).eval()
     report = load_checkpoint(other, path, num_classes=5)
     # no class-dependent parameters: the prompts are a buffer derived from the class count
-    assert report.missing == [] and report.shape_mismatch == [] and report.reinitialised == []
+    assert report.ok and report.reinitialised == [] and report.checkpoint_num_classes == CLASSES
+    assert other.criterion.empty_weight.shape == (6,)
+    sd = model.state_dict()
+    for k, v in other.state_dict().items():
+        if k != "criterion.empty_weight":
+            assert torch.equal(v, sd[k]), k
     model.eval()
     with torch.no_grad():
         out = model([make_sample(1)])
+        logits_a = _raw(model, [make_sample(1)])["pred_masks"]
+        logits_b = _raw(other, [make_sample(1)])["pred_masks"]
     assert out[0]["instances"].pred_classes.max() < CLASSES
+    assert torch.equal(logits_a, logits_b)  # masks do not depend on the class count
+    # without spatial parts the same file loads with them ignored
+    plain = build_model("seem_tiny", num_classes=CLASSES, **LANG_TINY)
+    report = load_checkpoint(plain, path)
+    assert report.ok and len(report.ignored) == 6
+    with pytest.raises(UserError, match="spatial"):
+        get_model_config("seem_tiny", spatial=True)
 
 
 # ---------------------------------------------------------------- checkpoints
