@@ -14,7 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LoRALinear", "lora_linear"]
+__all__ = ["LoRALinear", "lora_linear", "fused_lora_terms", "is_plain_linear"]
+
+
+def fused_lora_terms(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """``(dropout(x) A^T, B, scaling)`` of an unmerged plain LoRA on ``module``, else None.
+
+    Knows :class:`LoRALinear` and any module with a ``fused_lora_terms(x)`` method (the peft LoRA
+    layer of :mod:`models.peft.lora.layer` has one; kernels must not import models). None means the
+    module runs as a plain linear (no LoRA, or merged) or cannot be fused (a variant such as DoRA):
+    callers check :func:`is_plain_linear` to tell the two apart.
+    """
+    if isinstance(module, LoRALinear):
+        return None if module.merged else (module.lora_hidden(x), module.lora_B, module.scaling)
+    own = getattr(module, "fused_lora_terms", None)
+    return own(x) if callable(own) else None
+
+
+def is_plain_linear(module: nn.Module) -> bool:
+    """True when ``module``'s output is exactly ``x W^T + b`` with its ``weight``/``bias`` attributes:
+    ``nn.Linear``, a merged :class:`LoRALinear`, or a module that says so (``runs_as_plain_linear``)."""
+    if isinstance(module, LoRALinear):
+        return module.merged
+    own = getattr(module, "runs_as_plain_linear", None)
+    if callable(own):
+        return bool(own())
+    return isinstance(module, nn.Linear)
 
 
 def lora_linear(

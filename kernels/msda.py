@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from kernels.lora import LoRALinear
+from kernels.lora import fused_lora_terms, is_plain_linear
 from kernels.reference import ms_deform_attn_torch, sampling_locations_torch
 
 __all__ = ["Backend", "MSDeformAttn", "ms_deform_attn", "resolve_backend"]
@@ -69,12 +69,14 @@ class MSDeformAttn(nn.Module):
 
     Submodules (their names are the official state_dict keys): ``sampling_offsets``,
     ``attention_weights``, ``value_proj``, ``output_proj``. Any of them may be replaced by a
-    :class:`kernels.LoRALinear` (same keys plus ``lora_A``/``lora_B``).
+    :class:`kernels.LoRALinear` (same keys plus ``lora_A``/``lora_B``) or a peft layer.
 
     Triton path (``backend`` resolves to ``triton``): the sampling offsets -- including an unmerged
     LoRA term of ``sampling_offsets`` -- and the sampling locations are computed inside the sampling
     kernel, so the (N, Lq, M, L, P, 2) offsets/locations are not materialised in the forward; a
-    merged LoRALinear or a plain Linear runs the same kernel without the LoRA term. Torch path: the
+    merged LoRALinear or a plain Linear runs the same kernel without the LoRA term; an adapter the
+    kernel cannot fuse (DoRA, LoHa, IA3, ...) computes the offsets itself and only the sampling runs
+    in Triton (:func:`kernels.lora.fused_lora_terms`, :func:`kernels.lora.is_plain_linear`). Torch path: the
     unfused composition (projection, locations, grid_sample). Both give the same numbers.
     """
 
@@ -141,16 +143,21 @@ class MSDeformAttn(nn.Module):
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, s, m, self.d_model // m)
         weights = self.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
-        if resolve_backend(self.backend, query.device, self.d_model // m) == "triton":
+        backend = resolve_backend(self.backend, query.device, self.d_model // m)
+        terms = fused_lora_terms(self.sampling_offsets, query) if backend == "triton" else None
+        if backend == "triton" and (terms is not None or is_plain_linear(self.sampling_offsets)):
             out = self._fused_sampling(
-                query, reference_points, value, input_spatial_shapes, input_level_start_index, weights
+                query, reference_points, value, input_spatial_shapes, input_level_start_index, weights, terms
             )
         else:
+            # torch path, or an adapter on sampling_offsets the kernel cannot fuse (e.g. DoRA, LoHa):
+            # the module computes the offsets, the sampling runs on the chosen backend
             offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
             locations = sampling_locations_torch(reference_points, offsets, input_spatial_shapes, p)
-            out = ms_deform_attn_torch(
-                value, input_spatial_shapes, input_level_start_index, locations, weights
-            )
+            out = ms_deform_attn(
+                value, input_spatial_shapes, input_level_start_index, locations, weights,
+                backend="triton" if backend == "triton" else "torch",
+            )  # fmt: skip
         return self.output_proj(out)
 
     def _fused_sampling(
@@ -161,15 +168,19 @@ class MSDeformAttn(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         weights: torch.Tensor,
+        terms: tuple[torch.Tensor, torch.Tensor, float] | None,
     ) -> torch.Tensor:
-        """Triton path: sampling offsets (with an unmerged LoRA term) and locations computed in-kernel."""
+        """Triton path: sampling offsets (with an unmerged LoRA term) and locations computed in-kernel.
+
+        ``terms``: :func:`kernels.lora.fused_lora_terms` of ``sampling_offsets`` (None: plain linear).
+        """
         from kernels.triton_ops import ms_deform_attn_fused_triton
 
         proj = self.sampling_offsets
         lora_hidden = lora_b = None
         scaling = 1.0
-        if isinstance(proj, LoRALinear) and not proj.merged:
-            lora_hidden, lora_b, scaling = proj.lora_hidden(query), proj.lora_B, proj.scaling
+        if terms is not None:
+            lora_hidden, lora_b, scaling = terms
         return ms_deform_attn_fused_triton(
             value,
             spatial_shapes,
