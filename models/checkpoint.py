@@ -39,6 +39,7 @@ __all__ = [
     "LoadReport",
     "load_checkpoint",
     "load_state_dict_checked",
+    "check_base_checkpoint",
     "save_checkpoint",
     "read_state_dict",
     "CLASS_DEPENDENT_SUFFIXES",
@@ -161,32 +162,43 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     is missing, of an unknown type, or not a plain weights file."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"checkpoint: file not found: {p}")
+        raise UserError(f"{p}: checkpoint file not found")
     suffix = p.suffix.lower()
+    if suffix not in (".pth", ".pt", ".pkl"):
+        raise UserError(f"{p}: unsupported checkpoint type {suffix!r} (want .pth, .pt or .pkl)")
     try:
-        if suffix in (".pth", ".pt"):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        elif suffix == ".pkl":
+        if suffix == ".pkl":
             with open(p, "rb") as f:
                 obj = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
         else:
-            raise UserError(f"checkpoint: unsupported file type {suffix!r} (want .pth, .pt or .pkl): {p}")
-    except UserError:
-        raise
-    except Exception as e:  # unpickling refused or corrupt file
-        raise UserError(f"checkpoint: cannot read weights from {p}: {str(e).splitlines()[0]}") from e
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling refused, truncated or not a weights file at all
+        raise UserError(f"{p}: cannot read weights ({_read_error(e)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict):
-        raise UserError(f"checkpoint: {p} does not hold a state dict")
+        raise UserError(f"{p}: does not hold a state dict")
     out: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         t = _to_tensor(v)
         if isinstance(k, str) and t is not None:
             out[k.removeprefix("module.")] = t
     if not out:
-        raise UserError(f"checkpoint: {p} holds no tensors")
+        raise UserError(f"{p}: holds no tensors")
     return out
+
+
+def _read_error(exc: BaseException) -> str:
+    """The reason a weights file could not be read, in a few words (torch's messages run long)."""
+    text = str(exc)
+    if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError):
+        blocked = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln]
+        detail = f": {blocked[0]}" if blocked else ""
+        return f"refused by weights-only unpickling, it holds more than tensors{detail}"
+    if "central directory" in text or isinstance(exc, EOFError):
+        return "truncated or corrupt file"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else f"not a weights file ({type(exc).__name__})"
 
 
 def _align_prefix(ckpt: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
@@ -270,6 +282,23 @@ def load_state_dict_checked(
             reset = getattr(m, "reset_class_parameters", None)
             if callable(reset):
                 reset()
+    return report
+
+
+def check_base_checkpoint(model_name: str, path: str | os.PathLike[str]) -> LoadReport:
+    """Verify that ``path`` is a base for the registered model ``model_name`` without building its
+    weights (the model is made on the meta device): a sweep calls it before any trial starts, so a
+    wrong base fails once, naming the file, instead of in every trial. Returns the report; a file
+    that does not fit is a UserError as in :func:`load_checkpoint`."""
+    from models.registry import MODEL_CONFIGS, get_model_config
+
+    cfg = get_model_config(model_name)  # the registered class count: a class change is allowed anyway
+    with torch.device("meta"):
+        model = MODEL_CONFIGS[model_name].builder(cfg)
+    ckpt = _align_prefix(read_state_dict(path), set(model.state_dict()))
+    report = load_state_dict_checked(model, ckpt, str(path), strict=False)
+    if not report.ok:
+        raise UserError(report.error_line().replace(" the model:", f" the model {model_name}:", 1))
     return report
 
 
