@@ -13,7 +13,7 @@ running. Token authentication is on (a new token file in the cluster folder, mod
 advertise a loopback address; the dashboard is off unless --dashboard-port is given (then bound
 to 127.0.0.1). `stop` ends exactly this cluster's processes (unlike `ray stop`, which ends every
 Ray process of the user) and removes the folder it created. All logic lives in
-:mod:`search.cluster` (``LocalCluster``).
+:mod:`search.cluster.local` (``LocalCluster``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
 from models.errors import UserError  # noqa: E402
-from search.cluster import LocalCluster, NodeSpec  # noqa: E402
+from search.cluster.local import LocalCluster, NodeSpec  # noqa: E402
 
 UNITS = {
     "": 1,

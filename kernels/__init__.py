@@ -7,8 +7,8 @@ Public surface:
 - :class:`LoRALinear` -- ``nn.Linear`` with a low-rank update (merge / unmerge / to_linear / wrap).
 - :func:`ms_deform_attn_torch`, :func:`sampling_locations_torch` -- the grid_sample reference.
 
-Names resolve on first use (PEP 562), so importing a submodule such as :mod:`kernels.bench` for
-``peftsweep --help`` imports nothing heavy; the first name used imports torch; Triton is imported
+Names resolve on first use (PEP 562), so importing this package (``peftsweep bench kernel``'s
+arguments do, for ``--help``) imports nothing heavy; the first name used imports torch; Triton is imported
 on first Triton use (see :mod:`kernels.triton_ops` for the ``TRITON_INTERPRET`` rule).
 """
 

@@ -1,4 +1,4 @@
-"""Inference latency of a model as deployed, and the ``peftsweep bench latency`` benchmark.
+"""Inference latency of a model as deployed (``peftsweep bench latency`` is search.benchmarks.latency).
 
 :func:`measure_latency` times full forward passes of a detectron2-convention model in eval mode
 under ``torch.inference_mode`` on one fixed-size input: ``warmup`` untimed passes, then ``runs``
@@ -7,15 +7,12 @@ events (GPU time, synchronised); on CPU with ``time.perf_counter``. The caller i
 passing the model in its deployed form: LoRA merged (``models.peft.merge_for_inference``),
 sequential adapters in place — :func:`deployed_copy` produces that from a training-time model.
 
-Importing this module is cheap (torch is imported inside functions), because the CLI parser
-imports it to build ``bench latency``'s arguments.
+Importing this module is cheap (torch is imported inside functions).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import platform
 import time
 from collections.abc import Mapping
@@ -30,8 +27,6 @@ __all__ = [
     "deployed_copy",
     "measure_latency",
     "measure_latency_interleaved",
-    "add_bench_arguments",
-    "bench_main",
 ]
 
 
@@ -203,81 +198,3 @@ def _time_one(model: Any, batch: list[dict[str, Any]], dev: Any) -> float:
     t0 = time.perf_counter()
     model(batch)
     return (time.perf_counter() - t0) * 1000.0
-
-
-# ---------------------------------------------------------------- peftsweep bench latency
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``peftsweep bench latency``."""
-    parser.add_argument("--model", default="maskdino_tiny", help="model config name (models.registry)")
-    parser.add_argument("--num-classes", type=int, default=4, help="classes of the head")
-    parser.add_argument("--image-size", type=int, default=None, help="square input side (default: model's)")
-    parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--max-repetitions", type=int, default=4, help="adapters x1..xN")
-    parser.add_argument(
-        "--json", dest="json_out", default=None, help="also write the table to this json file"
-    )
-
-
-def _resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from models.errors import UserError
-
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device: {name} requested but CUDA is not available")
-    return dev
-
-
-def bench_main(args: argparse.Namespace) -> int:
-    """Base vs merged LoRA vs adapters x1..xN at one input size; prints latencies and ratios to base."""
-    import torch
-
-    import models
-    from models.errors import UserError
-    from models.peft import apply_method, build_method_config
-
-    dev = _resolve_device(args.device)
-    if args.runs < 1 or args.warmup < 0 or args.max_repetitions < 0:
-        raise UserError("--runs must be >= 1, --warmup and --max-repetitions >= 0")
-    torch.manual_seed(0)
-    base = models.build_model(args.model, args.num_classes)
-    size = args.image_size or int(getattr(base, "image_size", 0) or 0) or 128
-
-    variants: list[tuple[str, Any]] = [("base", None), (f"lora r{args.lora_rank} merged", None)]
-    variants += [(f"adapter x{k}", k) for k in range(1, args.max_repetitions + 1)]
-    base_state = base.state_dict()
-    deployed: dict[str, Any] = {}
-    for label, reps in variants:
-        if label == "base":
-            deployed[label] = base.eval()
-            continue
-        model = models.build_model(args.model, args.num_classes)
-        model.load_state_dict(base_state)
-        if reps is None:
-            apply_method(model, build_method_config("lora", rank=args.lora_rank))
-        else:
-            apply_method(model, build_method_config("adapter", repetitions=reps))
-        deployed[label] = deployed_copy(model)
-    results = measure_latency_interleaved(deployed, size, dev, warmup=args.warmup, runs=args.runs)
-    rows: list[dict[str, Any]] = [{"variant": label, **results[label].to_dict()} for label, _ in variants]
-    base_ms = rows[0]["median_ms"]
-    print(f"latency, {args.model}, {size}x{size}, batch 1, {rows[0]['device']}, median of {args.runs}")
-    print(f"{'variant':<20} {'median ms':>10} {'p90 ms':>10} {'vs base':>9}")
-    for r in rows:
-        r["ratio_to_base"] = r["median_ms"] / base_ms
-        print(f"{r['variant']:<20} {r['median_ms']:>10.2f} {r['p90_ms']:>10.2f} {r['ratio_to_base']:>8.3f}x")
-    if args.json_out:
-        from models.data.coco import atomic_write_json
-
-        atomic_write_json(os.fspath(args.json_out), {"model": args.model, "image_size": size, "rows": rows})
-    # Machine-readable tail for scripts: one json line.
-    print(json.dumps({r["variant"]: round(r["ratio_to_base"], 4) for r in rows}))
-    return 0

@@ -5,11 +5,9 @@ parameters are trained, the checkpoint is written with ``models.checkpoint.save_
 and a ``pretrain.json`` next to it records the settings, wall time and the mask AP on held-out
 source images (the ``val`` split, disjoint from training images).
 
-Beside the checkpoint it also records the pretraining domain's feature statistics (pooled
-backbone features of the new base, ``search.select_run.record_sweep_domains``) under
-``domain_stats/``, where method selection looks for its reference domain; a couple of seconds
-on CPU. A failure there is logged and noted in ``pretrain.json`` (``domain_stats.error``): the
-checkpoint is already written and stays usable (selection then regenerates the statistics).
+The pretraining domain's feature statistics, which method selection uses as its reference
+domain, are a step the caller runs afterwards (``peftsweep pretrain`` and ``demo`` do:
+``search.selection.domain_stats.record_pretrain_stats``): models never import search.
 """
 
 from __future__ import annotations
@@ -133,7 +131,6 @@ def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
     ckpt = out / CHECKPOINT_NAME
     meta = {"model": cfg.model, "domain": cfg.domain, "classes": classes, "iterations": result.iterations}
     save_checkpoint(model, ckpt, meta)
-    stats = _record_domain_stats(out, cfg, ckpt, log)
     summary = {
         "checkpoint": str(ckpt),
         "config": asdict(cfg),
@@ -146,7 +143,6 @@ def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
         "device": device_name(device),
         "threads": torch.get_num_threads(),
         "eval": metrics.to_dict(),
-        "domain_stats": stats,
     }
     atomic_write_json(out / REPORT_NAME, summary)
     log(
@@ -154,28 +150,3 @@ def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
         f"held-out AP {metrics.ap:.1f} (AP50 {metrics.ap50:.1f}); wrote {ckpt} and {out / REPORT_NAME}"
     )
     return json.loads(json.dumps(summary))
-
-
-def _record_domain_stats(out: Path, cfg: PretrainConfig, ckpt: Path, log: Any) -> dict[str, Any]:
-    """Feature statistics of ``cfg.domain`` under the new base, in ``out/domain_stats``."""
-    t0 = time.perf_counter()
-    try:
-        # Imported here: models must not depend on search at import time (search imports models).
-        from search.select_run import record_sweep_domains
-
-        names = record_sweep_domains(
-            out,
-            [{"name": cfg.domain, "synthetic": True}],
-            model_name=cfg.model,
-            base_checkpoint=str(ckpt),
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-        )
-    except Exception as exc:  # the checkpoint is written; statistics are an optional extra
-        msg = f"{exc.__class__.__name__}: {exc}"
-        log(f"pretrain: WARNING: could not record {cfg.domain} feature statistics ({msg})")
-        return {"domains": [], "error": msg, "seconds": time.perf_counter() - t0}
-    seconds = time.perf_counter() - t0
-    where = out / "domain_stats"
-    log(f"pretrain: recorded {', '.join(names)} feature statistics in {where} ({seconds:.1f} s)")
-    return {"domains": names, "error": "", "seconds": seconds}

@@ -61,8 +61,8 @@ __all__ = [
     "unmerge_lora",
 ]
 
-# Names resolve on first use (PEP 562): importing a submodule such as ``models.peft.cli`` (which
-# ``peftsweep --help`` does) must not pull torch in through this package's own imports.
+# Names resolve on first use (PEP 562): importing a submodule such as ``models.peft.config`` (which
+# ``peftsweep --help`` does through search.cli.params) must not pull torch in through this package.
 _WHERE = {
     "ParamCounts": "accounting",
     "count_parameters": "accounting",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from search.cluster import LocalCluster
+    from search.cluster.local import LocalCluster
 
 import yaml
 
@@ -139,7 +139,7 @@ def sweep_config(
 
 
 def trials_table(tmp: Path) -> Any:
-    from search.store import ResultStore
+    from search.results.store import ResultStore
 
     return ResultStore(tmp / "out" / "results").trials()
 

@@ -1,6 +1,6 @@
 """A cheap trial factory for the cluster tests (the ``trial.function`` of their sweeps).
 
-Follows the factory protocol of :mod:`search.trainable`: ``prepare(params, context)`` returns an
+Follows the factory protocol of :mod:`search.engine.trainable`: ``prepare(params, context)`` returns an
 object with ``costs`` and ``train_and_evaluate(report, start_iteration=0)``, plus
 ``save_state(dir)`` / ``load_state(dir) -> int`` so a retried trial continues from its checkpoint.
 

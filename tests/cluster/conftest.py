@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster_helpers import HERE, REPO, Drivers  # noqa: E402
 
-from search.cluster import LocalCluster, NodeSpec  # noqa: E402
+from search.cluster.local import LocalCluster, NodeSpec  # noqa: E402
 
 MiB = 1024**2
 

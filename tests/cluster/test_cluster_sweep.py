@@ -1,7 +1,7 @@
 """`peftsweep launch` / `resume` on a real local Ray cluster (head + 2 worker nodes).
 
 The trials are cheap (`cluster_trial`), the machinery is the real one: `peftsweep launch` ->
-`search.sweep.run_sweep` -> Ray Tune + Optuna on the cluster, trials asking for 0.5 GPU of the
+`search.engine.runner.run_sweep` -> Ray Tune + Optuna on the cluster, trials asking for 0.5 GPU of the
 workers' logical GPUs, checkpoints and the Parquet store in a folder all nodes share.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cluster_helpers import Drivers, probes, sweep_config, trials_table, wait_for
 
-from search.cluster import LocalCluster
+from search.cluster.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -88,7 +88,7 @@ def fake_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             return remote, text.removeprefix("fake://")
         return real(uri)
 
-    monkeypatch.setattr(sc, "resolve_uri", resolve)
+    monkeypatch.setattr(sc.storage, "resolve_uri", resolve)  # where local_copy looks it up
     return bucket
 
 
@@ -151,7 +151,7 @@ def test_terminate_session_ends_only_that_session():
         while len(sc.session_processes(node.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(sc.session_processes(node.pid)) == 2
-        sc._terminate_session(node.pid, grace_s=0.5)
+        sc.local._terminate_session(node.pid, grace_s=0.5)
         node.wait(timeout=5)
         assert sc.session_processes(node.pid) == {}
         assert other.poll() is None and sc.session_processes(other.pid)

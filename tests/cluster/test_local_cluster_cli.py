@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cluster import LocalCluster
+from search.cluster.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ from models.errors import UserError
 
 
 def run_cli(argv: list[str]) -> int:
-    """Run one of models.cli's commands the way search.cli does (UserError -> message, exit 2).
+    """Run one of search.cli.data's commands the way search.cli does (UserError -> message, exit 2).
 
-    Builds the parser from models.cli only, so these tests do not depend on every other command
+    Builds the parser from search.cli.data only, so these tests do not depend on every other command
     module of the CLI being importable.
     """
-    from models import cli
+    from search.cli import data as cli
 
     parser = argparse.ArgumentParser(prog="peftsweep")
     sub = parser.add_subparsers(dest="command", required=True)

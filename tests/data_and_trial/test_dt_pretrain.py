@@ -23,8 +23,8 @@ def test_pretrain_writes_checkpoint_and_report_then_a_trial_loads_it(tmp_path, c
     # where method selection looks for its reference domain.
     assert summary["domain_stats"]["domains"] == ["source"] and summary["domain_stats"]["error"] == ""
     assert summary["domain_stats"]["seconds"] < 10
-    from search.select_run import build_feature_model, domain_stats_from_images, synthetic_images
-    from search.similarity import feature_key_for, list_domain_stats, load_domain_stats
+    from search.selection.domain_stats import build_feature_model, domain_stats_from_images, synthetic_images
+    from search.selection.similarity import feature_key_for, list_domain_stats, load_domain_stats
 
     fm = build_feature_model("maskdino_tiny", str(out / "base.pt"))
     fresh = domain_stats_from_images(fm, synthetic_images("source", 4, 0), 128)

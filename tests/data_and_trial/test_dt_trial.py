@@ -214,7 +214,8 @@ def test_bench_latency_prints_ratios(tmp_path, capsys) -> None:
     import argparse
     import json
 
-    from models.latency import add_bench_arguments, bench_main
+    from search.benchmarks.latency import add_arguments as add_bench_arguments
+    from search.benchmarks.latency import main as bench_main
 
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from kernels import bench
+from search.benchmarks import kernel as bench
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -1,6 +1,6 @@
 """A cheap, deterministic stand-in for ``models.trial`` used by the engine tests.
 
-It follows the trial-factory protocol of :mod:`search.trainable`: ``prepare(params, context)``
+It follows the trial-factory protocol of :mod:`search.engine.trainable`: ``prepare(params, context)``
 returns an object with ``costs`` (known before training) and ``train_and_evaluate(report)``.
 AP rises as ``ap_max * (1 - exp(-t / 15))`` where ``ap_max`` grows with the adapted capacity;
 ``extra.fail_on`` (a method name) makes those trials raise, ``extra.sleep`` slows each step.

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.bench import (
+from search.benchmarks.make_recorded_trials import BENCH_LRS, BENCH_SPACE, write_table
+from search.benchmarks.samplers import (
     SURROGATE_TABLE,
     add_arguments,
     load_table,
     main,
     run_bench,
 )
-from search.data.make_recorded_trials import BENCH_LRS, BENCH_SPACE, write_table
-from search.pareto import hypervolume, non_dominated_mask, to_min
-from search.space import grid_points
+from search.engine.space import grid_points
+from search.results.pareto import hypervolume, non_dominated_mask, to_min
 
 
 def test_table_covers_the_grid_and_is_reproducible(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_table_covers_the_grid_and_is_reproducible(tmp_path: Path) -> None:
 
 
 def test_curves_are_monotone_fractions_of_the_grid_hv() -> None:
-    from search.pareto import reference_point
+    from search.results.pareto import reference_point
 
     res = run_bench(SURROGATE_TABLE, ["random", "tpe"], seeds=2, trials=30)
     table = load_table(SURROGATE_TABLE)
@@ -63,7 +63,7 @@ def test_curves_are_monotone_fractions_of_the_grid_hv() -> None:
 
 
 def test_real_grid_rows_aggregate_seeds_and_round_latency() -> None:
-    from search.data.record_real_grid import aggregate, architecture_key
+    from search.benchmarks.record_real_grid import aggregate, architecture_key
 
     p = {
         "method": "lora",
@@ -117,8 +117,8 @@ def test_incomplete_grid_is_rejected(tmp_path: Path) -> None:
 
 
 def test_shipped_real_table_is_the_real_grid() -> None:
-    from search.bench import REAL_TABLE
-    from search.data.record_real_grid import REAL_GRID, REAL_LRS
+    from search.benchmarks.record_real_grid import REAL_GRID, REAL_LRS
+    from search.benchmarks.samplers import REAL_TABLE
 
     if not REAL_TABLE.exists():
         pytest.skip("no real recorded table shipped")

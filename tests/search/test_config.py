@@ -10,7 +10,7 @@ import yaml
 
 from models.errors import UserError
 from search.config import absolutize_paths, dump_config, load_config, parse_config
-from search.space import SearchSpace, grid_points, method_kwargs
+from search.engine.space import SearchSpace, grid_points, method_kwargs
 
 GOOD: dict[str, Any] = {"name": "t", "domains": ["clean", "xray"]}
 
@@ -143,7 +143,7 @@ def test_space_is_conditional() -> None:
 
 def test_param_names_match_the_space_columns() -> None:
     from search.config import PARAM_NAMES
-    from search.space import PARAM_COLUMNS
+    from search.engine.space import PARAM_COLUMNS
 
     assert tuple(PARAM_COLUMNS) == PARAM_NAMES
 
@@ -154,7 +154,7 @@ def test_shipped_example_config_is_valid() -> None:
 
 
 def test_demo_config_is_valid() -> None:
-    from search.cli_sweep import demo_config
+    from search.cli.sweep import demo_config
 
     cfg = demo_config("runs/x", "runs/base/base.pt")
     assert cfg.budget.trials * len(cfg.domains) >= 12

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from search.config import Constraint
-from search.pareto import (
+from search.results.pareto import (
     compute_front,
     compute_fronts,
     crowding_distance,

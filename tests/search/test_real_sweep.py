@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from search.config import parse_config
-from search.sweep import run_sweep
+from search.engine.runner import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_real_tiny_sweep(ray_session: None, tmp_path: Path) -> None:
             "sampler": {"name": "random", "seed": 0},
             "early_stopping": {"enabled": False},
             "trial": {
-                "function": "search.model_trial:prepare",
+                "function": "search.engine.model_trial:prepare",
                 "eval_every": 2,
                 "latency_per_architecture": True,
                 "extra": {
@@ -55,12 +55,12 @@ def test_real_tiny_sweep(ray_session: None, tmp_path: Path) -> None:
         assert 0 < rec["trainable_params"] < rec["total_params"]
         assert rec["trainable_pct"] == pytest.approx(100 * rec["trainable_params"] / rec["total_params"])
         assert rec["latency_ms"] > 0 and math.isfinite(rec["ap"]) and 0 <= rec["ap"] <= 100
-    from search.store import ResultStore
+    from search.results.store import ResultStore
 
     inter = ResultStore(res.output_dir / "results").intermediate()
     assert sorted(inter.iteration.unique().tolist()) == [2, 4]  # every eval_every iterations
     assert len(res.fronts["clean"].front) >= 1
-    # latency measured once per deployed architecture (search.latency_cache), saved for resume
+    # latency measured once per deployed architecture (search.engine.latency_cache), saved for resume
     import json
 
     cached = json.loads((res.output_dir / "state" / "latency.json").read_text())

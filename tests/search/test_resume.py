@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from search.store import ResultStore
+from search.results.store import ResultStore
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

@@ -12,9 +12,9 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from search.config import parse_config
-from search.optuna_glue import ConstraintFunction, TruthfulOptunaSearch, make_sampler, optuna_state_for
-from search.scheduler import MOASHAScheduler, promote, rung_levels
-from search.space import SearchSpace
+from search.engine.mo_asha import MOASHAScheduler, promote, rung_levels
+from search.engine.samplers import ConstraintFunction, TruthfulOptunaSearch, make_sampler, optuna_state_for
+from search.engine.space import SearchSpace
 
 METRICS = ["ap", "trainable_pct", "latency_ms"]
 MODES = ["max", "min", "min"]

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.errors import UserError
-from search import store as store_mod
-from search.store import SCHEMA_VERSION, TRIAL_SCHEMA, ResultStore
+from search.results import store as store_mod
+from search.results.store import SCHEMA_VERSION, TRIAL_SCHEMA, ResultStore
 
 
 def _row(tid: str, **kw: object) -> dict[str, object]:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from search.config import SweepConfig, parse_config
-from search.pareto import compute_fronts
-from search.sweep import SweepResult, run_sweep
+from search.engine.runner import SweepResult, run_sweep
+from search.results.pareto import compute_fronts
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -97,7 +97,7 @@ def test_one_row_per_trial_with_statuses(sweep: tuple[SweepConfig, SweepResult])
             assert rec["iterations_done"] < 40
             assert rec["stop_reason"].startswith("early-stopped by MO-ASHA at rung")
     inter = res.trials  # noqa: F841 - keep name for clarity below
-    from search.store import ResultStore
+    from search.results.store import ResultStore
 
     it = ResultStore(res.output_dir / "results").intermediate()
     assert it.groupby(["trial_id", "iteration"]).size().max() == 1
@@ -190,7 +190,7 @@ def _history(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_wandb_live_runs_read_back(sweep: tuple[SweepConfig, SweepResult]) -> None:
-    from search.store import ResultStore
+    from search.results.store import ResultStore
 
     cfg, res = sweep
     runs = sorted(glob.glob(str(res.output_dir / "wandb" / "wandb" / "offline-run-*")))
@@ -245,7 +245,7 @@ def test_wandb_live_runs_read_back(sweep: tuple[SweepConfig, SweepResult]) -> No
 
 def test_wandb_backfills_trials_whose_run_was_lost(sweep: tuple[SweepConfig, SweepResult]) -> None:
     """A driver killed between a trial's end and its W&B run: the next finish writes that run only."""
-    from search.wandb_log import log_sweep
+    from search.results.wandb_log import log_sweep
 
     cfg, res = sweep
     ledger_path = res.output_dir / "wandb" / "logged.json"
@@ -260,7 +260,7 @@ def test_wandb_backfills_trials_whose_run_was_lost(sweep: tuple[SweepConfig, Swe
     assert len(runs) == 2
     newest = max(runs, key=os.path.getmtime)
     hist = _history(_wandb_records(newest))
-    from search.store import ResultStore
+    from search.results.store import ResultStore
 
     inter = ResultStore(res.output_dir / "results").intermediate()
     assert [h["_step"] for h in hist] == inter[inter.trial_id == lost].sort_values(

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from models.errors import UserError
-from search.select import Budgets, Candidate, candidate_from_record, config_key, config_label, decide
+from search.selection.decision import (
+    Budgets,
+    Candidate,
+    candidate_from_record,
+    config_key,
+    config_label,
+    decide,
+)
 
 
 def rec(method: str, ap: float, params: int, pct: float, lat: float, **extra: Any) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from search.select import Budgets, decide
-from search.select_report import failure_modes, pareto_labels, render_html, render_markdown
-from search.select_run import SelectionResult
-from search.select_warmstart import WarmPoint
-from search.shift import ShiftResult
-from search.similarity import Neighbour
+from search.selection.decision import Budgets, decide
+from search.selection.outcome import SelectionResult
+from search.selection.report import failure_modes, pareto_labels, render_html, render_markdown
+from search.selection.shift import ShiftResult
+from search.selection.similarity import Neighbour
+from search.selection.warmstart import WarmPoint
 
 
 def _rec(tid: str, method: str, ap: float, pct: float, lat: float, **kw: Any) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def test_render_contains_every_section(tmp_path: Path) -> None:
 
 
 def test_write_report_files(tmp_path: Path) -> None:
-    from search.select_report import write_selection_report
+    from search.selection.report import write_selection_report
 
     recs = [_rec("a", "lora", 40.0, 0.2, 10.0, lora_rank=4), _rec("c", "full_head", 45.0, 30.0, 10.0)]
     decision = decide(recs, Budgets(min_ap_fraction=0.8))

@@ -14,9 +14,9 @@ import pytest
 
 from models.data.coco import write_synthetic_coco
 from search.cli import main
-from search.select import EXIT_INFEASIBLE
-from search.similarity import list_domain_stats
-from search.store import ResultStore
+from search.results.store import ResultStore
+from search.selection.decision import EXIT_INFEASIBLE
+from search.selection.similarity import list_domain_stats
 
 TINY = [
     "--iterations", "1", "--image-size", "64", "--num-train-images", "3", "--num-eval-images", "2",

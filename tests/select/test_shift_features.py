@@ -14,7 +14,7 @@ from torch import nn
 from models.data.coco import write_synthetic_coco
 from models.data.synthetic import generate_sample
 from models.errors import UserError
-from search.shift import load_coco_images, pooled_backbone_features
+from search.selection.shift import load_coco_images, pooled_backbone_features
 
 
 class _Backbone(nn.Module):

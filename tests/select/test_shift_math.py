@@ -10,8 +10,8 @@ import pytest
 import scipy.linalg
 
 from models.errors import UserError
-from search.shift import FeatureStats, feature_stats, frechet_distance, measure_shift, mmd_rbf
-from search.similarity import (
+from search.selection.shift import FeatureStats, feature_stats, frechet_distance, measure_shift, mmd_rbf
+from search.selection.similarity import (
     feature_key_for,
     list_domain_stats,
     load_domain_stats,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from search.select_run import build_feature_model, domain_stats_from_images, synthetic_images
-from search.shift import ShiftResult, measure_shift
+from search.selection.domain_stats import build_feature_model, domain_stats_from_images, synthetic_images
+from search.selection.shift import ShiftResult, measure_shift
 
 FIXTURE = Path(__file__).with_name("data") / "source_backbone.safetensors"
 DESIGNED = ["street", "clean", "clutter", "xray"]

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.select import Budgets, config_key
-from search.select_run import _run_pilot
-from search.select_warmstart import neighbour_points, parse_pilot, pilot_matrix, warm_start_queue
-from search.shift import feature_stats
-from search.similarity import record_domain_stats
-from search.store import ResultStore
+from search.results.store import ResultStore
+from search.selection.decision import Budgets, config_key
+from search.selection.pilots import _run_pilot
+from search.selection.shift import feature_stats
+from search.selection.similarity import record_domain_stats
+from search.selection.warmstart import neighbour_points, parse_pilot, pilot_matrix, warm_start_queue
 
 KEY = "maskdino_tiny|random-init|res2+res3"
 
@@ -124,7 +124,7 @@ def test_budgets_change_the_neighbours_pick(tmp_path: Path) -> None:
 def test_duplicates_of_pilot_are_dropped_and_no_history_is_plain_pilot(tmp_path: Path) -> None:
     pilot = pilot_matrix(iterations=20)
     dup = {**pilot[1], "iterations": 500}  # same config as pilot lora r8, other length
-    from search.select_warmstart import WarmPoint
+    from search.selection.warmstart import WarmPoint
 
     queue = warm_start_queue(pilot, [WarmPoint(dup, "neighbour x", 0.1)])
     assert len(queue) == len(pilot) and queue[0].origin == "neighbour x"
@@ -155,13 +155,13 @@ def test_parse_pilot() -> None:
 
 
 def test_record_sweep_domains_makes_a_history(tmp_path: Path) -> None:
-    from search.select_run import (
+    from search.selection.domain_stats import (
         build_feature_model,
         domain_stats_from_images,
         record_sweep_domains,
         synthetic_images,
     )
-    from search.similarity import feature_key_for, list_domain_stats, nearest_domains
+    from search.selection.similarity import feature_key_for, list_domain_stats, nearest_domains
 
     names = record_sweep_domains(
         tmp_path, [{"name": "street"}, {"name": "xray", "synthetic": True}], model_name="maskdino_tiny",
@@ -177,8 +177,9 @@ def test_record_sweep_domains_makes_a_history(tmp_path: Path) -> None:
 
 def test_reference_statistics_resolution(tmp_path: Path) -> None:
     from models.errors import UserError
-    from search.select_run import SelectionSettings, _reference_stats
-    from search.similarity import feature_key_for
+    from search.selection.outcome import SelectionSettings
+    from search.selection.pilots import _reference_stats
+    from search.selection.similarity import feature_key_for
 
     ckpt_dir = tmp_path / "base"
     ckpt_dir.mkdir()

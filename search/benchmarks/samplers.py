@@ -1,0 +1,377 @@
+"""``peftsweep bench search``: how fast each sampler finds the front, on recorded trial results.
+
+The recorded table (``search/benchmarks/tables/recorded_trials.csv``, one row per point of an exhaustive grid;
+its ``source`` column says whether rows are measured (``real``, see
+``search/benchmarks/record_real_grid.py``) or the labelled synthetic surrogate
+(``search/benchmarks/make_recorded_trials.py``)) replaces training: a trial looks its configuration up.
+Each sampler (the same :func:`search.engine.samplers.make_sampler` with a sweep's default settings and
+the same define-by-run :class:`search.engine.space.SearchSpace`, without Ray) runs ``--trials`` trials for
+each of ``--seeds`` seeds. After every trial the hypervolume of the completed trials is computed
+and reported as a fraction of the whole grid's hypervolume, under two reference points:
+
+- ``sweep`` (the target): the hypervolume a sweep reports in ``fronts.json`` for the default
+  objectives, AP (max, ref 0), trainable % (min, ref 100), latency ms (min, ref: worst grid value
+  + 10 % of the grid's range) — :func:`search.results.pareto.reference_point`, same units, same rule;
+- ``front`` (a harder diagnostic): trainable % on a log10 scale and the reference just outside the
+  grid's Pareto front (nadir + 10 % of the front's range), so only the front region counts and a
+  single best point the sampler has not met yet can cost much of the hypervolume.
+
+Target: >= 95 % of the grid's hypervolume (``sweep`` reference) within a third of the grid's trials,
+on the mean over seeds (the curve the bench reports); the worst seed and how many seeds reach it
+alone are printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.config import METHODS, PARAM_NAMES, SamplerSettings, SearchSpaceConfig, SweepConfig
+
+__all__ = [
+    "RecordedTable",
+    "HVView",
+    "VIEWS",
+    "default_tables",
+    "OBJECTIVES",
+    "load_table",
+    "sweep_reference",
+    "front_reference",
+    "run_bench",
+    "add_arguments",
+    "main",
+]
+
+# (column, mode): a sweep's default objectives, in its order.
+_DEFAULT_OBJECTIVES = SweepConfig.model_fields["objectives"].get_default(call_default_factory=True)
+OBJECTIVES: list[tuple[str, str]] = [(o.name, o.mode) for o in _DEFAULT_OBJECTIVES]
+# REAL results (search/benchmarks/record_real_grid.py) when shipped, else the labelled synthetic surrogate.
+REAL_TABLE = Path(__file__).with_name("tables") / "recorded_trials.csv"
+SURROGATE_TABLE = Path(__file__).with_name("tables") / "surrogate_trials.csv"
+DEFAULT_TABLE = REAL_TABLE if REAL_TABLE.exists() else SURROGATE_TABLE
+_KEY_COLS = list(PARAM_NAMES)  # the identity of a configuration in a recorded table
+
+_NUMERIC = {"lora_rank", "lora_alpha", "adapter_repetitions", "adapter_reduction", "lr", "iterations"}
+_MODES = [m for _, m in OBJECTIVES]
+
+
+def _key(p: dict[str, Any]) -> tuple[str, ...]:
+    out = []
+    for c in _KEY_COLS:
+        v = p.get(c)
+        if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+            out.append("")
+        elif c in _NUMERIC:
+            out.append(f"{float(v):.6g}")
+        else:
+            out.append(str(v))
+    return tuple(out)
+
+
+@dataclass
+class RecordedTable:
+    """A recorded grid: objective values per configuration (original units), its search space."""
+
+    values: dict[tuple[str, ...], np.ndarray]  # NaN row = the trial failed
+    space: SearchSpaceConfig  # lr_grid set: every dimension is categorical
+    source: str
+
+    def completed(self) -> np.ndarray:
+        vals = np.stack(list(self.values.values()))
+        return vals[np.all(np.isfinite(vals), axis=1)]
+
+
+def _space_of(rows: list[dict[str, str]], path: Path) -> SearchSpaceConfig:
+    """The categorical space whose grid is exactly the table's configurations (UserError otherwise)."""
+    from models.errors import UserError
+    from search.engine.space import grid_points, split_list
+
+    def uniq(method: str, col: str, conv: Any) -> list[Any]:
+        return sorted({conv(r[col]) for r in rows if r["method"] == method})
+
+    methods = sorted({r["method"] for r in rows}, key=lambda m: METHODS.index(m) if m in METHODS else 99)
+    spec: dict[str, Any] = {
+        "methods": methods,
+        "iterations": sorted({int(float(r["iterations"])) for r in rows}),
+    }
+    if "lora" in methods:
+        spec["lora"] = {
+            "rank": uniq("lora", "lora_rank", lambda v: int(float(v))),
+            "alpha": uniq("lora", "lora_alpha", float),
+            "targets": [split_list(t) for t in uniq("lora", "lora_targets", str)],
+        }
+    if "adapter" in methods:
+        spec["adapter"] = {
+            "repetitions": uniq("adapter", "adapter_repetitions", lambda v: int(float(v))),
+            "placement": [split_list(t) for t in uniq("adapter", "adapter_placement", str)],
+            "residual": uniq("adapter", "adapter_residual", str),
+            "reduction": uniq("adapter", "adapter_reduction", lambda v: int(float(v))),
+        }
+    spec["lr_grid"] = sorted({float(r["lr"]) for r in rows})
+    space = SearchSpaceConfig.model_validate(spec)
+    grid = {_key(p) for p in grid_points(space, space.lr_grid or [])}
+    have = {_key(r) for r in rows}
+    if grid != have:
+        raise UserError(
+            f"{path}: not a full grid ({len(grid - have)} configurations missing, {len(have - grid)} extra)"
+        )
+    return space
+
+
+def load_table(path: str | Path = DEFAULT_TABLE) -> RecordedTable:
+    """Read a recorded table (CSV: flat search parameters, ap, trainable_pct, latency_ms, source)."""
+    import csv
+
+    from models.errors import UserError
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: recorded trial table not found")
+    with open(p, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [
+        c for c in ["method", "lr", "iterations", *(n for n, _ in OBJECTIVES)] if rows and c not in rows[0]
+    ]
+    if not rows or missing:
+        raise UserError(f"{p}: empty or missing column {missing[0] if missing else '(rows)'!r}")
+    table: dict[tuple[str, ...], np.ndarray] = {}
+    for row in rows:
+        vals = [float(row[n]) if row[n] not in ("", "nan", "NaN") else math.nan for n, _ in OBJECTIVES]
+        if row.get("status", "completed") != "completed":
+            vals = [math.nan] * len(vals)
+        table[_key(row)] = np.array(vals)
+    sources = ",".join(sorted({row.get("source", "?") for row in rows}))
+    return RecordedTable(table, _space_of(rows, p), sources)
+
+
+def sweep_reference(values: np.ndarray) -> list[float]:
+    """The reference point a sweep with the default objectives reports its hypervolume against
+    (original units), for the grid's completed values."""
+    from search.results.pareto import reference_point
+
+    return reference_point([n for n, _ in OBJECTIVES], _MODES, [o.ref for o in _DEFAULT_OBJECTIVES], values)
+
+
+def _log_pct(values: np.ndarray) -> np.ndarray:
+    out = np.array(values, dtype=float, copy=True)
+    j = [n for n, _ in OBJECTIVES].index("trainable_pct")
+    out[:, j] = np.log10(np.clip(out[:, j], 1e-12, None))
+    return out
+
+
+def front_reference(values: np.ndarray) -> list[float]:
+    """Reference point of the ``front`` view (trainable % as log10): the nadir of the grid's Pareto
+    front moved out by 10 % of the front's range per objective."""
+    from search.results.pareto import non_dominated_mask, to_min
+
+    vmin = to_min(_log_pct(values), _MODES)
+    front = vmin[non_dominated_mask(vmin)]
+    lo, hi = front.min(axis=0), front.max(axis=0)
+    ref_min = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+    return [float(-r) if m == "max" else float(r) for r, m in zip(ref_min, _MODES)]
+
+
+@dataclass(frozen=True)
+class HVView:
+    """How a bench measures hypervolume: a transform of the objective values and a reference rule
+    (both in the transformed units, as the reference point is reported)."""
+
+    name: str
+    transform: Callable[[np.ndarray], np.ndarray]
+    reference: Callable[[np.ndarray], list[float]]
+
+
+VIEWS: list[HVView] = [
+    HVView("sweep", lambda v: np.asarray(v, dtype=float), sweep_reference),
+    HVView("front", _log_pct, front_reference),
+]
+TARGET_VIEW = "sweep"
+TARGET_FRACTION = 0.95
+
+
+def _sample(sampler_name: str, seed: int, n_trials: int, table: RecordedTable) -> np.ndarray:
+    """Objective values (original units; NaN rows = failed) of the trials one sampler asks for."""
+    import optuna
+
+    from search.engine.samplers import make_sampler
+    from search.engine.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    defaults = SamplerSettings()
+    space = SearchSpace(table.space)
+    sampler = make_sampler(
+        sampler_name, seed, population_size=defaults.population_size, startup_trials=defaults.startup_trials
+    )
+    study = optuna.create_study(
+        directions=["maximize" if m == "max" else "minimize" for m in _MODES], sampler=sampler
+    )
+    seen: list[np.ndarray] = []
+    for _ in range(n_trials):
+        trial = study.ask()
+        space(trial)
+        vals = table.values[_key(trial.params)]
+        if np.all(np.isfinite(vals)):
+            study.tell(trial, vals.tolist())
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        seen.append(vals)
+    return np.array(seen)
+
+
+def _hv_curve(seen: np.ndarray, view: HVView, ref: list[float]) -> list[float]:
+    """HV after each trial asked (failed trials leave it unchanged): the sweep's own history rule."""
+    import pandas as pd
+
+    from search.results.pareto import hypervolume_history
+
+    names = [n for n, _ in OBJECTIVES]
+    vals = view.transform(seen)
+    trials = pd.DataFrame(vals, columns=names)
+    trials["status"] = np.where(np.all(np.isfinite(vals), axis=1), "completed", "failed")
+    return hypervolume_history(trials, names, _MODES, ref)
+
+
+def run_bench(
+    table_path: str | Path = DEFAULT_TABLE,
+    samplers: list[str] | None = None,
+    seeds: int = 5,
+    trials: int | None = None,
+) -> dict[str, Any]:
+    """Curves of HV fraction vs trials per sampler and view (mean/min over seeds); the target check."""
+    from search.results.pareto import hypervolume, to_min
+
+    table = load_table(table_path)
+    values = table.completed()
+    n_grid = len(table.values)
+    budget = math.ceil(n_grid / 3)
+    n_trials = trials or budget
+    at = min(budget, n_trials) - 1
+    views: dict[str, dict[str, Any]] = {}
+    for view in VIEWS:
+        ref = view.reference(values)
+        grid_hv = hypervolume(to_min(view.transform(values), _MODES), to_min(np.array([ref]), _MODES)[0])
+        views[view.name] = {"reference_point": dict(zip([n for n, _ in OBJECTIVES], ref)), "grid_hv": grid_hv}
+    out: dict[str, Any] = {
+        "table": str(table_path),
+        "source": table.source,
+        "grid_size": n_grid,
+        "views": views,
+        "target": (
+            f">= {TARGET_FRACTION:.0%} of the grid HV ({TARGET_VIEW} reference) within 1/3 of the grid, "
+            "mean over seeds"
+        ),
+        "budget_third": budget,
+        "trials": n_trials,
+        "seeds": seeds,
+        "samplers": {},
+    }
+    for name in samplers or ["nsga2", "tpe", "gp", "random"]:
+        t0 = time.time()
+        seen = [_sample(name, s, n_trials, table) for s in range(seeds)]
+        res: dict[str, Any] = {"seconds": 0.0}
+        for view in VIEWS:
+            v = views[view.name]
+            curves = np.array([_hv_curve(x, view, list(v["reference_point"].values())) for x in seen])
+            curves /= v["grid_hv"]
+            reach = [
+                int(np.argmax(c >= TARGET_FRACTION)) + 1 if np.any(c >= TARGET_FRACTION) else None
+                for c in curves
+            ]
+            res[view.name] = {
+                "mean_curve": curves.mean(axis=0).round(4).tolist(),
+                "min_curve": curves.min(axis=0).round(4).tolist(),
+                "mean_at_third": float(curves[:, at].mean()),
+                "min_at_third": float(curves[:, at].min()),
+                "trials_to_target": reach,
+                "seeds_at_target": int(np.sum(curves[:, at] >= TARGET_FRACTION)),
+                "meets_target": bool(curves[:, at].mean() >= TARGET_FRACTION),
+            }
+        res["meets_target"] = res[TARGET_VIEW]["meets_target"]
+        res["seconds"] = round(time.time() - t0, 2)
+        out["samplers"][name] = res
+    return out
+
+
+def default_tables() -> list[Path]:
+    """The shipped tables: the real recorded grid (when present) and the synthetic surrogate."""
+    return [t for t in (REAL_TABLE, SURROGATE_TABLE) if t.exists()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=None,
+        help="recorded trial results (CSV); repeatable (default: the shipped real and surrogate tables)",
+    )
+    parser.add_argument(
+        "--samplers",
+        default="nsga2,tpe,random",
+        help="comma-separated: nsga2,tpe,gp,random (gp: ~3 s per trial on 2 cores, opt-in)",
+    )
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--trials", type=int, default=None, help="trials per run (default: a third of the grid)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+
+
+def _print(res: dict[str, Any]) -> None:
+    print(f"recorded table: {res['table']} (source: {res['source']}), grid {res['grid_size']} configs")
+    for name, v in res["views"].items():
+        ref = ", ".join(f"{k}={x:.4g}" for k, x in v["reference_point"].items())
+        unit = " (trainable_pct as log10)" if name == "front" else ""
+        print(f"  {name:<5s} reference{unit}: {ref}; grid HV {v['grid_hv']:.5g}")
+    print(
+        f"target: >= {TARGET_FRACTION:.0%} of grid HV ({TARGET_VIEW} reference) within {res['budget_third']} "
+        f"trials (1/3 of the grid), mean over {res['seeds']} seeds; mean fraction of grid HV after "
+        "n trials:"
+    )
+    marks = sorted({1, 5, 10, 20, 40, res["budget_third"], res["trials"]} & set(range(1, res["trials"] + 1)))
+    cols = " ".join(f"n={m:<5d}" for m in marks)
+    print(
+        f"sampler  view   {cols}  min@1/3  seeds>={TARGET_FRACTION:.0%}  "
+        f"trials-to-{TARGET_FRACTION:.0%} per seed"
+    )
+    for name, r in res["samplers"].items():
+        for view in res["views"]:
+            c = r[view]
+            row = " ".join(f"{c['mean_curve'][m - 1]:<7.3f}" for m in marks)
+            verdict = ""
+            if view == TARGET_VIEW:
+                verdict = f"  target {'MET' if c['meets_target'] else 'not met'} ({r['seconds']}s)"
+            print(
+                f"{name:<8s} {view:<6s} {row}  {c['min_at_third']:.3f}    "
+                f"{c['seeds_at_target']}/{res['seeds']}       {c['trials_to_target']}{verdict}"
+            )
+
+
+def main(args: argparse.Namespace) -> int:
+    from models.errors import UserError
+
+    names = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    bad = [s for s in names if s not in ("nsga2", "tpe", "gp", "random")]
+    if bad or not names:
+        raise UserError(
+            f"--samplers: unknown {bad[0] if bad else '(empty)'!r}; allowed: nsga2, tpe, gp, random"
+        )
+    if args.seeds < 1 or (args.trials is not None and args.trials < 1):
+        raise UserError("--seeds and --trials must be >= 1")
+    tables = args.table or default_tables()
+    results = [run_bench(t, names, args.seeds, args.trials) for t in tables]
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for k, res in enumerate(results):
+        if k:
+            print()
+        _print(res)
+    return 0

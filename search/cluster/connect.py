@@ -1,0 +1,95 @@
+"""Connecting a driver to a Ray cluster: ``--address`` and Ray token authentication.
+
+:func:`resolve_address` / :func:`auth_env` turn the ``--address`` / ``--token-file`` options of
+``peftsweep launch`` into what ``ray.init`` expects; :func:`write_token_file` makes a fresh token
+that a cluster's head, workers and drivers share (``RAY_AUTH_MODE=token`` + ``RAY_AUTH_TOKEN_PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from models.errors import UserError
+
+__all__ = [
+    "AUTH_MODE_ENV",
+    "AUTH_TOKEN_PATH_ENV",
+    "write_token_file",
+    "auth_env",
+    "use_token_file",
+    "resolve_address",
+]
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+
+
+# --------------------------------------------------------------------------------------------
+# Token authentication
+# --------------------------------------------------------------------------------------------
+
+
+def write_token_file(path: str | os.PathLike[str]) -> Path:
+    """Write a new random Ray auth token (256 bits, hex) to ``path`` with mode 0600; return it.
+
+    An existing file is kept (so restarting a cluster keeps its drivers' token valid).
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    os.replace(tmp, path)
+    return path
+
+
+def auth_env(token_file: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Environment that makes a Ray process (node or driver) use token auth with ``token_file``.
+
+    ``None`` returns ``{}``: Ray then uses ``RAY_AUTH_TOKEN`` / ``~/.ray/auth_token`` if present.
+    A missing or empty file is a :class:`UserError` naming it.
+    """
+    if token_file is None:
+        return {}
+    path = Path(token_file).expanduser()
+    if not path.is_file() or not path.read_text().strip():
+        raise UserError(f"--token-file: {path} is missing or empty")
+    return {AUTH_MODE_ENV: "token", AUTH_TOKEN_PATH_ENV: str(path.resolve())}
+
+
+def use_token_file(token_file: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Make THIS process use token auth with ``token_file`` (see :func:`auth_env`); return the env set.
+
+    Ray reads the auth mode when ``ray`` is imported; if it already was, its cached config is
+    refreshed the way Ray itself does when it turns token auth on.
+    """
+    env = auth_env(token_file)
+    os.environ.update(env)
+    if env and "ray._raylet" in sys.modules:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+    return env
+
+
+def resolve_address(address: str) -> str:
+    """Validate a ``--address`` value and return what ``ray.init(address=...)`` takes.
+
+    Accepted: ``auto`` (the cluster this machine belongs to), ``ray://HOST:PORT`` (Ray Client,
+    the driver may be outside the cluster), ``HOST:PORT`` (the head's GCS port, the driver
+    runs on a cluster node). Anything else raises :class:`UserError`.
+    """
+    address = address.strip()
+    if address == "auto":
+        return address
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+        raise UserError(f"--address: expected 'auto', 'ray://HOST:PORT' or 'HOST:PORT', got {address!r}")
+    return address

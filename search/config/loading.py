@@ -1,0 +1,95 @@
+"""Reading a sweep config: YAML -> validated :class:`~search.config.schema.SweepConfig`.
+
+Contract: :func:`load_config` / :func:`parse_config` return a validated config or raise
+:class:`models.errors.UserError` with ONE line that names the field path (``space.lora.rank``)
+and, for enumerations, the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from models.errors import UserError
+from search.config.schema import SweepConfig
+
+__all__ = ["parse_config", "load_config", "absolutize_paths", "dump_config"]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item.startswith(("function-", "literal[", "list[", "float", "int", "str")) and parts:
+            # pydantic adds validator/type tags to the location; they are not config keys.
+            continue
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "<root>"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key (not allowed)"
+    elif err.get("type") == "literal_error":
+        ctx = err.get("ctx") or {}
+        msg = f"got {err.get('input')!r}; allowed: {ctx.get('expected', '')}"
+    return msg
+
+
+def parse_config(data: Any, *, source: str = "config") -> SweepConfig:
+    """Validate a mapping; raise UserError naming ``source: field.path: problem``."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: top level must be a mapping")
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"{source}: {_loc(tuple(err['loc']))}: {_message(dict(err))}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> SweepConfig:
+    """Read and validate a YAML sweep config."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return absolutize_paths(parse_config(data, source=str(p)), p.resolve().parent)
+
+
+def _absolute(value: str | None, base: Path) -> str | None:
+    """``value`` made absolute against ``base``; URIs (``s3://...``) and absolute paths unchanged."""
+    if value is None or "://" in value or os.path.isabs(value):
+        return value
+    return str((base / value).resolve())
+
+
+def absolutize_paths(config: SweepConfig, base: Path) -> SweepConfig:
+    """Relative file paths of a config resolved against ``base`` (the config file's folder).
+
+    Ray workers run in their own working directories, so every path a trial reads must be
+    absolute by the time the driver hands the config to Tune.
+    """
+    model = config.model.model_copy(update={"base_checkpoint": _absolute(config.model.base_checkpoint, base)})
+    keys = ("train_json", "train_images", "eval_json", "eval_images")
+    domains = [d.model_copy(update={k: _absolute(getattr(d, k), base) for k in keys}) for d in config.domains]
+    return config.model_copy(
+        update={"model": model, "domains": domains, "output_dir": _absolute(config.output_dir, base)}
+    )
+
+
+def dump_config(config: SweepConfig) -> str:
+    """YAML text that :func:`parse_config` reads back to an equal config."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,380 @@
+"""Sweep configuration: the pydantic v2 schema (unknown keys rejected everywhere, ``extra="forbid"``).
+
+Loading, error messages and path handling are in :mod:`search.config.loading`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from search.config.names import (
+    KNOWN_METRICS,
+    METHODS,
+    PARAM_NAMES,
+    PRETRAIN_METRICS,
+    SYNTHETIC_DOMAINS,
+    allowed_names,
+)
+
+__all__ = [
+    "ModelSettings",
+    "DomainSpec",
+    "LoraSpace",
+    "AdapterSpace",
+    "FloatRange",
+    "SearchSpaceConfig",
+    "Objective",
+    "Constraint",
+    "Budget",
+    "SamplerSettings",
+    "EarlyStopping",
+    "TrialSettings",
+    "WandbSettings",
+    "SweepConfig",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Strict):
+    """Which model to adapt and the pretrained base it starts from."""
+
+    name: str = "maskdino_tiny"
+    base_checkpoint: str | None = None
+
+
+class DomainSpec(_Strict):
+    """A target domain: a synthetic name or a COCO dataset on disk."""
+
+    name: str
+    synthetic: bool = True
+    train_json: str | None = None
+    train_images: str | None = None
+    eval_json: str | None = None  # optional: without it models.trial holds out training images
+    eval_images: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DomainSpec:
+        if self.synthetic:
+            if self.name not in SYNTHETIC_DOMAINS:
+                raise ValueError(
+                    f"unknown synthetic domain {self.name!r}; allowed: {', '.join(SYNTHETIC_DOMAINS)}"
+                )
+        elif not (self.train_json and self.train_images):
+            raise ValueError("a COCO domain (synthetic: false) needs train_json and train_images")
+        elif (self.eval_json is None) != (self.eval_images is None):
+            raise ValueError("eval_json and eval_images go together")
+        return self
+
+
+def _family_default_targets() -> list[list[str]]:
+    return [[]]
+
+
+class LoraSpace(_Strict):
+    """LoRA sub-space: categorical choices."""
+
+    rank: list[int] = Field(default_factory=lambda: [2, 4, 8, 16], min_length=1)
+    alpha: list[float] = Field(default_factory=lambda: [8.0], min_length=1)
+    # An empty set (the default) means the model family's default_lora_targets (Mask DINO: msda +
+    # dec_self_qv; SEEM: enc/dec self + cross q,v), resolved when the LoRA config meets the model.
+    targets: list[list[str]] = Field(default_factory=_family_default_targets, min_length=1)
+
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: list[int]) -> list[int]:
+        if any(r < 1 for r in v):
+            raise ValueError("every rank must be >= 1")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: list[float]) -> list[float]:
+        if any(not (a > 0 and math.isfinite(a)) for a in v):
+            raise ValueError("every alpha must be a positive number")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[list[str]]) -> list[list[str]]:
+        for group in v:
+            allowed = allowed_names("targets")
+            bad = [t for t in group if t not in allowed]
+            if bad:
+                raise ValueError(f"unknown target {bad[0]!r}; allowed: {', '.join(allowed)}")
+        return v
+
+
+class AdapterSpace(_Strict):
+    """Sequential bottleneck adapter sub-space: categorical choices."""
+
+    repetitions: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    placement: list[list[str]] = Field(
+        default_factory=lambda: [["enc_self", "dec_self", "dec_cross"]], min_length=1
+    )
+    residual: list[str] = Field(default_factory=lambda: ["kappa+lambda"], min_length=1)
+    reduction: list[int] = Field(default_factory=lambda: [4], min_length=1)
+
+    @field_validator("repetitions")
+    @classmethod
+    def _reps(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= r <= 4 for r in v):
+            raise ValueError("every repetition count must be in 1..4")
+        return v
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, v: list[list[str]]) -> list[list[str]]:
+        for group in v:
+            if not group:
+                raise ValueError("a placement set must not be empty")
+            allowed = allowed_names("placement")
+            bad = [p for p in group if p not in allowed]
+            if bad:
+                raise ValueError(f"unknown placement {bad[0]!r}; allowed: {', '.join(allowed)}")
+        return v
+
+    @field_validator("residual")
+    @classmethod
+    def _residual(cls, v: list[str]) -> list[str]:
+        allowed = allowed_names("residual")
+        bad = [r for r in v if r not in allowed]
+        if bad:
+            raise ValueError(f"unknown residual {bad[0]!r}; allowed: {', '.join(allowed)}")
+        return v
+
+    @field_validator("reduction")
+    @classmethod
+    def _reduction(cls, v: list[int]) -> list[int]:
+        if any(r < 1 for r in v):
+            raise ValueError("every reduction factor must be >= 1")
+        return v
+
+
+class FloatRange(_Strict):
+    """A continuous range (log-uniform when ``log``)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatRange:
+        if not (self.low > 0 and self.high >= self.low):
+            raise ValueError("need 0 < low <= high")
+        return self
+
+
+class SearchSpaceConfig(_Strict):
+    """The conditional space: method first, then that method's own parameters."""
+
+    methods: list[str] = Field(default_factory=lambda: ["lora", "adapter"], min_length=1)
+    lora: LoraSpace = Field(default_factory=lambda: LoraSpace())
+    adapter: AdapterSpace = Field(default_factory=lambda: AdapterSpace())
+    lr: FloatRange = Field(default_factory=lambda: FloatRange(low=1e-4, high=3e-3))
+    # When set, lr is categorical over these values instead of the continuous range (grids, benches).
+    lr_grid: list[float] | None = Field(default=None, min_length=1)
+    iterations: list[int] = Field(default_factory=lambda: [40], min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}; allowed: {', '.join(METHODS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("methods must not repeat")
+        return v
+
+    @field_validator("lr_grid")
+    @classmethod
+    def _lr_grid(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not (x > 0 and math.isfinite(x)) for x in v):
+            raise ValueError("every learning rate must be a positive number")
+        return v
+
+    @field_validator("iterations")
+    @classmethod
+    def _iters(cls, v: list[int]) -> list[int]:
+        if any(i < 1 for i in v):
+            raise ValueError("every iteration count must be >= 1")
+        return v
+
+
+class Objective(_Strict):
+    """One objective; ``ref`` is the hypervolume reference value (None: derived, see pareto)."""
+
+    name: str
+    mode: Literal["max", "min"]
+    ref: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in KNOWN_METRICS:
+            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(KNOWN_METRICS)}")
+        return v
+
+
+class Constraint(_Strict):
+    """``metric op value``, e.g. latency_ms <= 50."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    value: float
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in KNOWN_METRICS:
+            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(KNOWN_METRICS)}")
+        return v
+
+    def violation(self, value: float) -> float:
+        """Optuna convention: <= 0 means satisfied, > 0 is the amount of violation."""
+        return value - self.value if self.op == "<=" else self.value - value
+
+    @property
+    def before_training(self) -> bool:
+        """True when the metric is known before training, so violators are stopped at once."""
+        return self.metric in PRETRAIN_METRICS
+
+
+class Budget(_Strict):
+    """How many trials per domain, how many at once, and what each one gets."""
+
+    trials: int = Field(default=12, ge=1)
+    concurrency: int = Field(default=2, ge=1)
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    max_failures: int = Field(default=2, ge=0)
+    time_limit_s: float | None = Field(default=None, gt=0)
+
+
+class SamplerSettings(_Strict):
+    # TPE by default: on the recorded real grid (`peftsweep bench search`, search/benchmarks/) it
+    # reached 0.963 of the grid hypervolume in a third of the grid's trials, NSGA-II 0.942, random 0.906.
+    name: Literal["nsga2", "tpe", "gp", "random"] = "tpe"
+    seed: int = 0
+    population_size: int = Field(default=8, ge=2)
+    startup_trials: int = Field(default=4, ge=0)
+    # Configurations tried first, in every domain (e.g. the paper's recipes), as flat parameters;
+    # lists (targets, placement) as comma-joined strings, e.g. {method: lora, lora_rank: 8, ...}.
+    initial_points: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("initial_points")
+    @classmethod
+    def _points(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for p in v:
+            bad = [k for k in p if k not in PARAM_NAMES]
+            if bad:
+                raise ValueError(f"unknown parameter {bad[0]!r}; allowed: {', '.join(PARAM_NAMES)}")
+            if "method" not in p:
+                raise ValueError("every initial point needs a method")
+        return v
+
+
+class EarlyStopping(_Strict):
+    """MO-ASHA rungs at ``grace_iterations * reduction_factor**k`` training iterations."""
+
+    enabled: bool = True
+    grace_iterations: int = Field(default=10, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class TrialSettings(_Strict):
+    """How one trial runs: the trial function (import path) and its fixed settings."""
+
+    function: str = "search.engine.model_trial:prepare"
+    eval_every: int = Field(default=10, ge=1)
+    seed: int = 0
+    # Measure latency once per deployed architecture and device and share it across the sweep's
+    # trials (search.engine.latency_cache). Worth it where a trial owns its device (a GPU per trial): one
+    # measurement is representative. Off by default: on shared CPUs one measurement taken while
+    # other trials train can be off by ~15 % and would bias every trial of that architecture.
+    latency_per_architecture: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("function")
+    @classmethod
+    def _fn(cls, v: str) -> str:
+        mod, sep, attr = v.partition(":")
+        if not sep or not mod or not attr:
+            raise ValueError("must look like 'package.module:function'")
+        return v
+
+
+class WandbSettings(_Strict):
+    enabled: bool = False
+    project: str = "peftsweep"
+    entity: str | None = None
+    # auto: online when WANDB_API_KEY is set, offline otherwise.
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+
+
+class SweepConfig(_Strict):
+    """A whole sweep. One Optuna study (and one Tune experiment) per domain."""
+
+    name: str = "sweep"
+    model: ModelSettings = Field(default_factory=lambda: ModelSettings())
+    domains: list[DomainSpec] = Field(min_length=1)
+    space: SearchSpaceConfig = Field(default_factory=lambda: SearchSpaceConfig())
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [
+            Objective(name="ap", mode="max", ref=0.0),
+            Objective(name="trainable_pct", mode="min", ref=100.0),
+            Objective(name="latency_ms", mode="min", ref=None),
+        ],
+        min_length=1,
+    )
+    constraints: list[Constraint] = Field(default_factory=list)
+    budget: Budget = Field(default_factory=lambda: Budget())
+    sampler: SamplerSettings = Field(default_factory=lambda: SamplerSettings())
+    early_stopping: EarlyStopping = Field(default_factory=lambda: EarlyStopping())
+    trial: TrialSettings = Field(default_factory=lambda: TrialSettings())
+    output_dir: str = "runs/sweep"
+    wandb: WandbSettings = Field(default_factory=lambda: WandbSettings())
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError("use letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domains(cls, v: Any) -> Any:
+        # A bare string is a synthetic domain name.
+        if isinstance(v, list):
+            return [{"name": d} if isinstance(d, str) else d for d in v]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        for i, p in enumerate(self.sampler.initial_points):
+            if p["method"] not in self.space.methods:
+                raise ValueError(
+                    f"sampler.initial_points[{i}].method {p['method']!r} is not in space.methods "
+                    f"({', '.join(self.space.methods)})"
+                )
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError("objectives: names must not repeat")
+        dnames = [d.name for d in self.domains]
+        if len(set(dnames)) != len(dnames):
+            raise ValueError("domains: names must not repeat")
+        return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.mode for o in self.objectives]

@@ -1,0 +1,158 @@
+"""Static report of a sweep folder: ``report/index.html`` plus one PNG per domain (and a
+hypervolume-over-trials PNG). Drawing only: the numbers come from :mod:`search.results.pareto`.
+
+Each domain figure has every 2-D projection of the objectives (all pairs) and, with three or
+more objectives, a 3-D view of the first three; completed trials are grey dots, the
+non-dominated ones are red and labelled, the knee point is a star. Pruned/infeasible/failed
+trials are not drawn as candidates (their values are partial) but are counted in the table.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search.results.pareto import FrontResult, hypervolume_history
+
+__all__ = ["write_report", "draw_domain", "draw_hv_history"]
+
+
+def _mpl() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
+    fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+    os.replace(tmp, path)
+
+
+def draw_domain(trials: pd.DataFrame, front: FrontResult, path: Path) -> Path:
+    """The per-domain figure (2-D projections + 3-D view) written to ``path`` (PNG)."""
+    plt = _mpl()
+    names = front.objectives
+    done = trials[trials["status"] == "completed"] if "status" in trials else trials
+    pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
+    ncols = len(pairs) + (1 if len(names) >= 3 else 0)
+    fig = plt.figure(figsize=(4.2 * ncols, 3.8))
+    ids = set(front.front["trial_id"]) if "trial_id" in front.front else set()
+    on = done["trial_id"].isin(ids) if "trial_id" in done else np.zeros(len(done), dtype=bool)
+    knee = done["trial_id"] == front.knee_trial_id if "trial_id" in done else on & False
+    for k, (i, j) in enumerate(pairs):
+        ax = fig.add_subplot(1, ncols, k + 1)
+        x, y = names[i], names[j]
+        ax.scatter(done.loc[~on, x], done.loc[~on, y], c="0.6", s=18, label="trial")
+        ax.scatter(done.loc[on, x], done.loc[on, y], c="tab:red", s=30, label="Pareto front")
+        ax.scatter(
+            done.loc[knee, x], done.loc[knee, y], marker="*", c="gold", edgecolors="k", s=160, label="knee"
+        )
+        ax.set_xlabel(f"{x} ({front.modes[i]})")
+        ax.set_ylabel(f"{y} ({front.modes[j]})")
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7)
+    if len(names) >= 3:
+        ax3 = fig.add_subplot(1, ncols, ncols, projection="3d")
+        a, b, c = names[:3]
+        ax3.scatter(done.loc[~on, a], done.loc[~on, b], done.loc[~on, c], c="0.6", s=12)
+        ax3.scatter(done.loc[on, a], done.loc[on, b], done.loc[on, c], c="tab:red", s=28)
+        ax3.set_xlabel(a)
+        ax3.set_ylabel(b)
+        ax3.set_zlabel(c)
+    fig.suptitle(
+        f"domain {front.domain}: {int(on.sum())} non-dominated of {len(done)} completed trials, "
+        f"HV={front.hypervolume:.4g}"
+    )
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def draw_hv_history(histories: dict[str, list[float]], path: Path) -> Path:
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for dom, h in histories.items():
+        ax.plot(np.arange(1, len(h) + 1), h, marker="o", ms=3, label=dom)
+    ax.set_xlabel("trials finished")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.4g}"
+    return html.escape(str(v)) if v is not None else ""
+
+
+def write_report(out: str | os.PathLike[str]) -> Path:
+    """Write ``<out>/report/index.html`` (+ PNGs) for a sweep folder; return the HTML path."""
+    from search.results.store import ResultStore
+    from search.results.sweep_files import fronts_for, load_sweep
+
+    o = Path(out)
+    config, meta = load_sweep(o)
+    trials = ResultStore(o / "results").trials()
+    fronts = fronts_for(config, trials)
+    rdir = o / "report"
+    rdir.mkdir(parents=True, exist_ok=True)
+    cols = [
+        "trial_id",
+        "method",
+        "lora_rank",
+        "lora_alpha",
+        "adapter_repetitions",
+        "adapter_reduction",
+        "lr",
+        "iterations",
+        *config.metric_names,
+    ]
+    cols = list(dict.fromkeys(c for c in cols if c in trials))
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>peftsweep {html.escape(meta['sweep_id'])}</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;font-size:12px}tr.knee{background:#ffd}</style></head><body>",
+        f"<h1>Sweep {html.escape(meta['sweep_id'])}</h1>",
+    ]
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    parts.append("<p>Trials: " + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in counts.items()) + "</p>")
+    histories: dict[str, list[float]] = {}
+    for dom, fr in fronts.items():
+        dtr = trials[trials["domain"] == dom]
+        png = draw_domain(dtr, fr, rdir / f"front-{dom}.png")
+        histories[dom] = hypervolume_history(dtr, fr.objectives, fr.modes, fr.ref, config.constraints)
+        ref = ", ".join(f"{n}={r:.4g}" for n, r in zip(fr.objectives, fr.ref))
+        parts.append(
+            f"<h2>Domain {html.escape(dom)}</h2><p>{len(fr.front)} non-dominated of {fr.n_considered} "
+            f"completed feasible trials ({fr.n_total} in total). Hypervolume {fr.hypervolume:.5g} "
+            f"with reference point ({html.escape(ref)}). Knee: {html.escape(str(fr.knee_trial_id))}.</p>"
+        )
+        parts.append(f"<img src='{png.name}' style='max-width:100%'>")
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
+        for rec in fr.front.to_dict(orient="records"):
+            cls = " class='knee'" if rec.get("trial_id") == fr.knee_trial_id else ""
+            parts.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(rec.get(c))}</td>" for c in cols) + "</tr>")
+        parts.append("</table>")
+    if histories:
+        hv_png = draw_hv_history(histories, rdir / "hypervolume.png")
+        parts.append(f"<h2>Hypervolume over trials</h2><img src='{hv_png.name}'>")
+    parts.append("</body></html>")
+    path = rdir / "index.html"
+    tmp = rdir / f".index.html.tmp-{os.getpid()}"
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, path)
+    return path

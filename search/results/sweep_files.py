@@ -1,0 +1,54 @@
+"""The files a sweep's output folder holds besides the store: its identity, config and fronts.
+
+``sweep.json`` (sweep id, creation time), ``sweep.yaml`` (the validated config) and ``fronts.json``
+(per-domain Pareto fronts, hypervolume and reference point). Readers (report, W&B, status, select)
+and the engine that writes them share these helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.errors import UserError
+from search.config import SweepConfig, load_config
+from search.results.pareto import FrontResult, compute_fronts
+
+__all__ = ["atomic_write_text", "sweep_meta", "load_sweep", "fronts_for", "write_fronts"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def sweep_meta(out: Path) -> dict[str, Any]:
+    p = out / "sweep.json"
+    if not p.exists():
+        raise UserError(f"{out}: not a sweep output folder (no sweep.json)")
+    return dict(json.loads(p.read_text()))
+
+
+def fronts_for(config: SweepConfig, trials: pd.DataFrame) -> dict[str, FrontResult]:
+    return compute_fronts(
+        trials, config.metric_names, config.modes, [o.ref for o in config.objectives], config.constraints
+    )
+
+
+def write_fronts(out: Path, fronts: dict[str, FrontResult]) -> None:
+    atomic_write_text(
+        out / "fronts.json", json.dumps({k: f.to_json() for k, f in fronts.items()}, indent=1, default=str)
+    )
+
+
+def load_sweep(out: str | os.PathLike[str]) -> tuple[SweepConfig, dict[str, Any]]:
+    """(config, meta) of an existing output folder."""
+    o = Path(out)
+    meta = sweep_meta(o)
+    return load_config(o / "sweep.yaml"), meta

@@ -1,0 +1,95 @@
+"""What a selection is given (:class:`SelectionSettings`) and what it decides (:class:`SelectionResult`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.selection.decision import Budgets, Decision
+from search.selection.shift import (
+    ShiftResult,
+)
+from search.selection.similarity import Neighbour
+from search.selection.warmstart import DEFAULT_PILOT, WarmPoint
+
+__all__ = ["SelectionSettings", "SelectionResult", "clean_json"]
+
+
+@dataclass
+class SelectionSettings:
+    """Inputs of one selection. ``trial_overrides`` go straight into ``models.trial.TrialSpec``."""
+
+    data_json: str
+    images_dir: str
+    budgets: Budgets
+    out_dir: str = "runs/select"
+    model: str = "maskdino_tiny"
+    base_checkpoint: str | None = None
+    domain_name: str | None = None  # default: the json's file stem (parent folder for annotations.json)
+    history: list[str] = field(default_factory=list)
+    reference_domain: str | None = None  # default: the base checkpoint's pretraining domain, else source
+    neighbours: int = 2
+    shift_images: int = 64
+    image_size: int = 128
+    iterations: int = 40
+    lr: float = 1e-3
+    pilot: str = DEFAULT_PILOT  # see search.selection.warmstart.parse_pilot
+    eval_json: str | None = None
+    eval_images: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    trial_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_domain_name(self) -> str:
+        if self.domain_name:
+            return self.domain_name
+        p = Path(self.data_json)
+        return p.parent.name if p.stem == "annotations" and p.parent.name else p.stem
+
+
+@dataclass
+class SelectionResult:
+    domain: str
+    reference_domain: str
+    shift: ShiftResult
+    neighbours: list[Neighbour]
+    queue: list[WarmPoint]
+    records: list[dict[str, Any]]
+    decision: Decision
+    out_dir: Path
+    feature_key: str
+    seconds: float
+    known_shifts: dict[str, float] = field(default_factory=dict)  # earlier domain -> Fréchet from reference
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document (plain JSON types; NaN -> null)."""
+        return clean_json(
+            {
+                "domain": self.domain,
+                "reference_domain": self.reference_domain,
+                "shift": self.shift.to_dict(),
+                "neighbours": [{"domain": n.domain, "distance": n.distance} for n in self.neighbours],
+                "queue": [{"origin": w.origin, "params": w.params} for w in self.queue],
+                "pilot": self.records,
+                "decision": self.decision.to_dict(),
+                "out_dir": str(self.out_dir),
+                "feature_key": self.feature_key,
+                "known_shifts": self.known_shifts,
+                "seconds": self.seconds,
+            }
+        )
+
+
+def clean_json(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean_json(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalar
+        return clean_json(obj.item())
+    return obj
