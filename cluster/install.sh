@@ -68,6 +68,15 @@ else
   "${pip[@]}" install "$work"/dist/*.whl
 fi
 
+# The compiled MSDA operator (torch-ms-deform-attn, an sdist built against this torch): the CPU
+# path of kernels.ms_deform_attn (3-7x grid_sample on the op) and the GPU check's CUDA
+# reference. Optional: without it MSDA runs on grid_sample. About 1.5 minutes on 2 cores, once.
+if ! "$venv/bin/python" -c "import torch_ms_deform_attn" 2>/dev/null; then
+  echo "[install] building torch-ms-deform-attn 0.1.1 (compiled MSDA operator, log: $venv/msda-build.log)"
+  PEFTSWEEP_VENV="$venv" bash "$root/kernels/fetch_reference_sdist.sh" --build >"$venv/msda-build.log" 2>&1 \
+    || echo "[install] torch-ms-deform-attn did not build (see the log): MSDA uses the grid_sample path"
+fi
+
 "$venv/bin/python" -m pip check
 "$venv/bin/python" -c "import detectron2, ray, optuna, peft, pyarrow, wandb, triton, torch; print('[install] ok: torch', torch.__version__, 'ray', ray.__version__, 'optuna', optuna.__version__)"
 echo "$want" > "$stamp"

@@ -27,6 +27,11 @@ if [ "${1:-}" = "--build" ]; then
   if "$venv/bin/python" -c "import torch_ms_deform_attn" 2>/dev/null; then
     exit 0
   fi
+  # With a CUDA toolkit (a GPU image's build stage has no GPU to detect) build the CUDA operator
+  # too, for $TORCH_CUDA_ARCH_LIST (torch's default list when unset: slower).
+  if command -v nvcc >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+    export FORCE_CUDA="${FORCE_CUDA:-1}"
+  fi
   # --no-build-isolation: the extension must be built against the venv's torch (its ABI).
   MAX_JOBS="${MAX_JOBS:-2}" "${pip[@]}" install --no-build-isolation --no-deps --no-index \
     "$dest"/torch_ms_deform_attn-0.1.1.tar.gz

@@ -1,6 +1,6 @@
 """The compiled Deformable-DETR operator, ``torch-ms-deform-attn`` (PyPI 0.1.1), when installed.
 
-Why a library here: its C++ CPU operator is 2-4x faster than the grid_sample composition on the
+Why a library here: its C++ CPU operator is 3-7x faster than the grid_sample composition on the
 CPU (``kernels/benchmarks/kernel_cpu_side_by_side.txt``), so it is the CPU path wherever it is
 importable, and its CUDA operator is the baseline the Triton kernels are held against on a GPU
 (``kernels/gpu_check.py``). It is a source distribution built against the installed torch

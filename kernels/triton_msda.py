@@ -14,9 +14,18 @@ across program ids so the ``M`` programs that read the same query rows (fused pa
 share them through L2.
 
 Numerics: every load is upcast to fp32; accumulation is fp32; the output is stored in the value
-dtype. Pixel coordinates follow ``grid_sample(align_corners=False)``: ``x = loc_x * W - 0.5``.
-Every load and store is masked (rows past ``Lq``, points past ``L*P``, channels past ``D``, corners
-outside the map): the interpreter does not catch out-of-bounds accesses.
+dtype. Pointers may differ in dtype (bf16 values under autocast with fp32 locations, say): each is
+read as what it is. Pixel coordinates follow ``grid_sample(align_corners=False)``:
+``x = loc_x * W - 0.5``. Every load and store is masked (rows past ``Lq``, points past ``L*P``,
+channels past ``D``, corners outside the map): the interpreter does not catch out-of-bounds accesses.
+
+GPU habits (none of them changes a number): value rows are gathered as vectors of channels (the
+corner offsets are multiples of D, a multiple of 8, which ``tl.multiple_of`` tells the compiler:
+without the hint every lane loaded one channel); with ``SOFTMAX`` the attention weights arrive as
+logits and the softmax over the ``L*P`` points of a (query, head) runs in the tile, forward and
+backward, so the normalised weights are never written; without ``NEED_GV`` the backward skips the
+value-gradient atomics (a frozen value). ``LQ_KEY`` is unused by the code: it is the autotuner's
+size bucket (``kernels.triton_ops``).
 """
 
 from __future__ import annotations
@@ -123,9 +132,31 @@ def _geometry(loc_x, loc_y, hf, wf, start, n, m, S, M: tl.constexpr, D: tl.const
 
 
 @triton.jit
+def _corner_offsets(off, valid):
+    """Masked-off lanes keep an in-range address; every offset is a multiple of D (a multiple of 8).
+
+    The hint lets the compiler load 16 bytes of channels per lane (ld.global.v4) instead of one
+    channel per lane: its own analysis loses the divisibility through the bilinear index algebra.
+    """
+    return tl.multiple_of(tl.where(valid, off, 0), [1, 8])
+
+
+@triton.jit
+def _attention(attw_ptr, pt_off, mask_qj, mask_j, SOFTMAX: tl.constexpr):
+    """Attention weights of a (BLOCK_Q, BLOCK_J) tile in fp32; with SOFTMAX the input holds logits
+    and the softmax over the row's L*P points is taken here (padding columns weigh 0)."""
+    a = tl.load(attw_ptr + pt_off, mask=mask_qj, other=0.0).to(tl.float32)
+    if SOFTMAX:
+        a = tl.where(mask_j[None, :], a, float("-inf"))
+        a = tl.exp(a - tl.max(a, axis=1)[:, None])
+        a = a / tl.sum(a, axis=1)[:, None]
+    return a
+
+
+@triton.jit
 def _fwd_corner(acc, value_ptr, off, valid, cw, d3, md3):
     """acc += cw * value at one bilinear corner; corners outside the map (not valid) read nothing."""
-    off = tl.where(valid, off, 0)  # masked-off lanes keep an in-range address as well
+    off = _corner_offsets(off, valid)
     v = tl.load(value_ptr + off[:, :, None] + d3, mask=valid[:, :, None] & md3, other=0.0).to(tl.float32)
     return acc + cw[:, :, None] * v
 
@@ -135,7 +166,7 @@ def msda_fwd_kernel(
     value_ptr,  # (N, S, M, D)
     shapes_ptr,  # (L, 2) int64 (H, W)
     lsi_ptr,  # (L,) int64
-    attw_ptr,  # (N, Lq, M, L, P)
+    attw_ptr,  # (N, Lq, M, L, P) weights, or logits with SOFTMAX
     out_ptr,  # (N, Lq, M, D)
     loc_ptr,  # (N, Lq, M, L, P, 2) (x, y); unused when FUSED
     q_ptr,  # (N, Lq, C) queries; FUSED only
@@ -149,6 +180,7 @@ def msda_fwd_kernel(
     S,
     C,
     R,
+    LQ_KEY,  # autotuning size bucket; unused by the code
     M: tl.constexpr,
     D: tl.constexpr,
     L: tl.constexpr,
@@ -157,6 +189,7 @@ def msda_fwd_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_LORA: tl.constexpr,
     REF_BOX: tl.constexpr,
+    SOFTMAX: tl.constexpr,
     IDX64: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_J: tl.constexpr,
@@ -230,7 +263,7 @@ def msda_fwd_kernel(
         loc_x = tl.load(loc_ptr + loc_off, mask=mask_qj, other=0.0).to(tl.float32)
         loc_y = tl.load(loc_ptr + loc_off + 1, mask=mask_qj, other=0.0).to(tl.float32)
 
-    attw = tl.load(attw_ptr + row[:, None] * LP + offs_j[None, :], mask=mask_qj, other=0.0).to(tl.float32)
+    attw = _attention(attw_ptr, row[:, None] * LP + offs_j[None, :], mask_qj, mask_j, SOFTMAX)
     lx, ly, base, step_y, vx0, vx1, vy0, vy1 = _geometry(loc_x, loc_y, hf, wf, start, n, m, S, M, D, IDX64)
     hx = 1.0 - lx
     hy = 1.0 - ly
@@ -249,15 +282,14 @@ def msda_fwd_kernel(
 
 
 @triton.jit
-def _bwd_corner(value_ptr, gvalue_ptr, off, valid, cw, d3, md3, go3):
-    """One bilinear corner: returns sum_d(grad_out * value_corner); scatters cw * grad_out into grad value.
-
-    ``cw`` already includes the attention weight.
-    """
-    off = tl.where(valid, off, 0)
+def _bwd_corner(value_ptr, gvalue_ptr, off, valid, cw, d3, md3, go3, NEED_GV: tl.constexpr):
+    """One bilinear corner: returns sum_d(grad_out * value_corner); with NEED_GV scatters
+    cw * grad_out into grad value (``cw`` already includes the attention weight)."""
+    off = _corner_offsets(off, valid)
     mask3 = valid[:, :, None] & md3
     v = tl.load(value_ptr + off[:, :, None] + d3, mask=mask3, other=0.0).to(tl.float32)
-    tl.atomic_add(gvalue_ptr + off[:, :, None] + d3, cw[:, :, None] * go3, mask=mask3, sem="relaxed")
+    if NEED_GV:
+        tl.atomic_add(gvalue_ptr + off[:, :, None] + d3, cw[:, :, None] * go3, mask=mask3, sem="relaxed")
     return tl.sum(go3 * v, axis=2)
 
 
@@ -267,17 +299,20 @@ def msda_bwd_kernel(
     shapes_ptr,
     lsi_ptr,
     loc_ptr,  # (N, Lq, M, L, P, 2)
-    attw_ptr,  # (N, Lq, M, L, P)
+    attw_ptr,  # (N, Lq, M, L, P) weights, or logits with SOFTMAX
     gout_ptr,  # (N, Lq, M, D) grad of the output
-    gvalue_ptr,  # (N, S, M, D) fp32, zero-initialised, accumulated with atomics
+    gvalue_ptr,  # (N, S, M, D) fp32, zero-initialised, accumulated with atomics; NEED_GV only
     gloc_ptr,  # (N, Lq, M, L, P, 2) fp32
-    gattw_ptr,  # (N, Lq, M, L, P) fp32
+    gattw_ptr,  # (N, Lq, M, L, P) fp32: grad of the weights, or of the logits with SOFTMAX
     Lq,
     S,
+    LQ_KEY,  # autotuning size bucket; unused by the code
     M: tl.constexpr,
     D: tl.constexpr,
     L: tl.constexpr,
     P: tl.constexpr,
+    SOFTMAX: tl.constexpr,
+    NEED_GV: tl.constexpr,
     IDX64: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_J: tl.constexpr,
@@ -293,7 +328,7 @@ def msda_bwd_kernel(
     pt_off = row[:, None] * LP + offs_j[None, :]
     loc_x = tl.load(loc_ptr + pt_off * 2, mask=mask_qj, other=0.0).to(tl.float32)
     loc_y = tl.load(loc_ptr + pt_off * 2 + 1, mask=mask_qj, other=0.0).to(tl.float32)
-    attw = tl.load(attw_ptr + pt_off, mask=mask_qj, other=0.0).to(tl.float32)
+    attw = _attention(attw_ptr, pt_off, mask_qj, mask_j, SOFTMAX)
     go = tl.load(
         gout_ptr + row[:, None] * D + offs_d[None, :], mask=mask_q[:, None] & mask_d[None, :], other=0.0
     ).to(tl.float32)
@@ -306,14 +341,29 @@ def msda_bwd_kernel(
     hy = 1.0 - ly
 
     # g_ab = <grad_out, value at corner (y0 + a, x0 + b)>; the sample is sum_ab cw_ab * value_ab.
-    g00 = _bwd_corner(value_ptr, gvalue_ptr, base, mask_qj & vy0 & vx0, attw * hy * hx, d3, md3, go3)
-    g01 = _bwd_corner(value_ptr, gvalue_ptr, base + M * D, mask_qj & vy0 & vx1, attw * hy * lx, d3, md3, go3)
-    g10 = _bwd_corner(value_ptr, gvalue_ptr, base + step_y, mask_qj & vy1 & vx0, attw * ly * hx, d3, md3, go3)
+    g00 = _bwd_corner(value_ptr, gvalue_ptr, base, mask_qj & vy0 & vx0, attw * hy * hx, d3, md3, go3, NEED_GV)
+    g01 = _bwd_corner(
+        value_ptr, gvalue_ptr, base + M * D, mask_qj & vy0 & vx1, attw * hy * lx, d3, md3, go3, NEED_GV
+    )
+    g10 = _bwd_corner(
+        value_ptr, gvalue_ptr, base + step_y, mask_qj & vy1 & vx0, attw * ly * hx, d3, md3, go3, NEED_GV
+    )
     g11 = _bwd_corner(
-        value_ptr, gvalue_ptr, base + step_y + M * D, mask_qj & vy1 & vx1, attw * ly * lx, d3, md3, go3
+        value_ptr,
+        gvalue_ptr,
+        base + step_y + M * D,
+        mask_qj & vy1 & vx1,
+        attw * ly * lx,
+        d3,
+        md3,
+        go3,
+        NEED_GV,
     )
 
     gattw = hy * hx * g00 + hy * lx * g01 + ly * hx * g10 + ly * lx * g11
+    if SOFTMAX:
+        # through the softmax of the row: d logit_j = p_j * (g_j - sum_k p_k g_k); padding p = 0
+        gattw = attw * (gattw - tl.sum(attw * gattw, axis=1)[:, None])
     # d cw / d x: hx = 1 - lx so d(hx)/dx = -1, d(lx)/dx = +1; likewise for y. Chain rule through
     # x = loc_x * W - 0.5 multiplies by W (clamped points have all corners outside: gradient 0).
     dx = hy * (g01 - g00) + ly * (g11 - g10)

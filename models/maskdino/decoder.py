@@ -54,31 +54,12 @@ class DeformableDecoderLayer(nn.Module):
         self_attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tgt, query_pos (N, Q, C); reference_points (N, Q, L, 4); memory (N, S, C);
-        self_attn_mask (Q, Q) bool, True = may not attend. Returns (N, Q, C) float32.
+        self_attn_mask (Q, Q) bool, True = may not attend. Returns (N, Q, C).
 
-        Runs in fp32 even under autocast, as upstream.
+        Runs under the caller's autocast (upstream forced fp32 because its MSDA op had no half
+        path): the cross-attention samples bf16 values with fp32 accumulation and keeps the
+        reference boxes and sampling locations in fp32 (kernels.msda).
         """
-        with torch.autocast(device_type=tgt.device.type, enabled=False):
-            return self._forward(
-                tgt.float(),
-                query_pos.float(),
-                reference_points.float(),
-                memory.float(),
-                spatial_shapes,
-                level_start_index,
-                self_attn_mask,
-            )
-
-    def _forward(
-        self,
-        tgt: torch.Tensor,
-        query_pos: torch.Tensor,
-        reference_points: torch.Tensor,
-        memory: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        self_attn_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
         q = k = tgt + query_pos
         sa = self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
         sa = self.self_attn_site(sa, tgt)

@@ -203,20 +203,18 @@ class MaskDINOPixelDecoder(nn.Module):
         self._output_convs = output[::-1]
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        # fp32 even under autocast (upstream: "deformable detr does not support half precision")
-        device_type = next(iter(features.values())).device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward(features)
-
-    def _forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # Runs under the caller's autocast (bf16 training on CUDA). Upstream forced this module to
+        # fp32 ("deformable detr does not support half precision": its CUDA op had no half path);
+        # MSDeformAttn now keeps what needs fp32 in fp32 itself (sampling locations, accumulation)
+        # and samples bf16 values (kernels.msda).
         srcs: list[torch.Tensor] = []
         pos: list[torch.Tensor] = []
         for idx, f in enumerate(self.transformer_in_features):
-            x = features[f].float()
+            x = features[f]
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
         extra: list[torch.Tensor] = []
-        prev = features[self.low_resolution_feature].float()
+        prev = features[self.low_resolution_feature]
         for lvl in range(self.num_backbone_levels, self.total_num_feature_levels):
             prev = self.input_proj[lvl](prev)
             extra.append(prev)
@@ -232,7 +230,7 @@ class MaskDINOPixelDecoder(nn.Module):
             for z, (h, w) in zip(torch.split(memory, sizes, dim=1), spatial_shapes.tolist())
         ]
         for f, lat, outc in zip(self.fpn_features[::-1], self._lateral_convs, self._output_convs):
-            cur = lat(features[f].float())
+            cur = lat(features[f])
             # upstream always fuses with the highest-resolution encoder level (out[0])
             y = cur + F.interpolate(out[0], size=cur.shape[-2:], mode="bilinear", align_corners=False)
             out.append(outc(y))

@@ -1,4 +1,5 @@
-"""``peftsweep bench kernel``: MSDA forward and forward+backward, grid_sample path vs Triton.
+"""``peftsweep bench kernel``: MSDA forward and forward+backward, grid_sample vs the compiled operator
+vs Triton; ``--gpu-check`` runs the one-command GPU check instead (:mod:`kernels.gpu_check`).
 
 Shapes are Mask DINO R50's at a 1024x1024 input: batch 2, levels 128x128 / 64x64 / 32x32 / 16x16
 (21,760 tokens), 8 heads x 32 channels, 4 points; the encoder has one query per token, the decoder
@@ -8,14 +9,17 @@ run takes seconds.
 Two levels are timed:
 
 - ``msda``: the functional op on materialised locations (``torch`` = grid_sample reference,
-  ``triton`` = the Triton kernels).
+  ``native`` = the compiled Deformable-DETR operator of ``torch-ms-deform-attn`` where installed,
+  on the CPU or CUDA; ``triton`` = the Triton kernels).
 - ``module``: :class:`kernels.MSDeformAttn` with LoRA (rank 8) on ``sampling_offsets`` and
-  ``value_proj`` (``torch`` = unfused composition, ``triton_unfused`` = offsets/locations
-  materialised in torch + Triton sampling, ``triton_fused`` = locations computed in the kernel).
+  ``value_proj`` (``torch`` / ``native`` = unfused composition sampling with grid_sample / the
+  compiled operator, ``triton_unfused`` = offsets/locations materialised in torch + Triton
+  sampling, ``triton_fused`` = locations computed in the kernel).
 
 GB/s is *effective* bandwidth: the compulsory bytes of the op (each input read once, each output
 written once; see :func:`_msda_bytes`) divided by the time. Gathers re-read value rows, so the DRAM
-traffic is at least that. Triton needs CUDA: on the CPU only the torch paths are timed.
+traffic is at least that. Triton needs CUDA: on the CPU grid_sample and the compiled operator are
+timed side by side (``kernels/benchmarks/kernel_cpu_side_by_side.txt``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=None,
         help="write JSON results: a .json file, or a directory (e.g. benchmarks/) for kernel_<device>.json",
+    )
+    parser.add_argument(
+        "--gpu-check",
+        action="store_true",
+        help="run the GPU check instead (kernels/gpu_check.py: correctness at full shapes, speed, targets; "
+        "< 5 min on an H100/H200); --out defaults to kernels/benchmarks/",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=285.0,
+        help="--gpu-check: total time budget in seconds (default 285)",
     )
 
 
@@ -154,11 +170,14 @@ def _bench_msda(
 ) -> list[dict]:
     import torch
 
+    from kernels.native import ms_deform_attn_native, native_available
     from kernels.reference import ms_deform_attn_torch
 
     inputs = _make_inputs(n, lq, levels, dtype, device)
     leaves = [inputs[k].requires_grad_(True) for k in ("value", "sampling_locations", "attention_weights")]
     paths: dict[str, Callable[..., Any]] = {"torch": ms_deform_attn_torch}
+    if native_available(device.type):
+        paths["native"] = ms_deform_attn_native
     if triton:
         from kernels.triton_ops import ms_deform_attn_triton
 
@@ -204,6 +223,7 @@ def _bench_module(
 
     from kernels.lora import LoRALinear
     from kernels.msda import MSDeformAttn
+    from kernels.native import native_available
     from kernels.reference import sampling_locations_torch
 
     torch.manual_seed(0)
@@ -247,6 +267,8 @@ def _bench_module(
         return run
 
     paths: dict[str, Callable[[], Any]] = {"torch": with_backend("torch")}
+    if native_available(device.type):
+        paths["native"] = with_backend("native")
     if triton:
         paths["triton_unfused"] = unfused_triton
         paths["triton_fused"] = with_backend("triton")
@@ -293,10 +315,27 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _gpu_check(args: argparse.Namespace) -> int:
+    from kernels import gpu_check
+
+    argv = [
+        "--out",
+        args.out or str(gpu_check.ROOT / "kernels" / "benchmarks"),
+        "--budget-s",
+        str(args.budget_s),
+    ]
+    return gpu_check.main(argv)
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
 
     from models.errors import UserError
+
+    if getattr(args, "gpu_check", False):
+        if not torch.cuda.is_available():
+            raise UserError("--gpu-check: no CUDA device is available (run it on an H100/H200 machine)")
+        return _gpu_check(args)
 
     cases = [c.strip() for c in str(args.cases).split(",") if c.strip()]
     if not cases or any(c not in ("encoder", "decoder") for c in cases):
@@ -318,12 +357,16 @@ def main(args: argparse.Namespace) -> int:
     tokens = sum(h * w for h, w in levels)
     name = _device_name(device)
     opts = {"warmup": warmup, "iters": iters, "no_backward": args.no_backward}
+    from kernels.native import native_available, native_version
+
     notes = []
+    native = f"torch-ms-deform-attn {native_version()}" if native_available(device.type) else None
     if not use_cuda:
-        notes.append("Triton needs CUDA: only the torch (grid_sample) paths were timed on the CPU")
-        print(f"device: {name} -- Triton needs CUDA; timing the torch path only")
+        timed = "grid_sample" + (f" and the compiled operator ({native})" if native else "")
+        notes.append(f"Triton needs CUDA: {timed} timed on the CPU")
+        print(f"device: {name} -- Triton needs CUDA; timing {timed}")
     else:
-        print(f"device: {name}")
+        print(f"device: {name}" + (f"; CUDA reference: {native}" if native else ""))
     print(
         f"shapes: batch {args.batch}, levels {levels} ({tokens} tokens), 8 heads x 32 ch, 4 points, "
         f"{args.dtype}; warmup {warmup}, iters {iters}"
@@ -377,6 +420,7 @@ def main(args: argparse.Namespace) -> int:
             "warmup": warmup,
             "iters": iters,
             "peak_hbm_gbs": peak,
+            "native_operator": native,
             "results": rows,
             "ratios": ratios,
             "notes": notes,

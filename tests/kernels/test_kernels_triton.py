@@ -146,9 +146,20 @@ def test_non_contiguous_inputs(make_case, triton_device) -> None:
     torch.testing.assert_close(out_t, out_r, rtol=1e-5, atol=1e-5)
 
 
-def test_auto_backend_uses_torch_on_cpu(make_case) -> None:
+def test_auto_backend_on_cpu_is_the_compiled_operator_else_grid_sample(make_case, monkeypatch) -> None:
+    from kernels import msda
+    from kernels.native import native_available
+
+    used: list[str] = []
+    for name in ("ms_deform_attn_torch", "ms_deform_attn_native"):
+        real = getattr(msda, name)
+        monkeypatch.setattr(msda, name, lambda *a, real=real, name=name: used.append(name) or real(*a))
     case = make_case(seed=2)
     torch.testing.assert_close(ms_deform_attn(**case, backend="auto"), ms_deform_attn_torch(**case))
+    assert used == ["ms_deform_attn_native" if native_available("cpu") else "ms_deform_attn_torch"]
+    assert msda.resolve_backend("auto", torch.device("cpu")) == (
+        "native" if native_available("cpu") else "torch"
+    )
 
 
 def test_bad_arguments_raise(make_case, triton_device) -> None:
@@ -250,9 +261,10 @@ def test_int64_offsets_path(make_case, triton_device, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm90_without_spills(tmp_path) -> None:
+def test_kernels_compile_for_sm90_without_spills_with_vector_loads(tmp_path) -> None:
     # the interpreter does not compile: lower every kernel variant to an H100 cubin with the GPU
-    # launch configs (Triton's bundled ptxas, no GPU needed) so GPU-only compile errors fail here
+    # launch configs (Triton's bundled ptxas, no GPU needed) so GPU-only compile errors fail here;
+    # the value gathers must be 16-byte vector loads (one lane per channel before the hint)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
     proc = subprocess.run(
@@ -267,6 +279,11 @@ def test_kernels_compile_for_sm90_without_spills(tmp_path) -> None:
     import json
 
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 8
+    assert len(rows) == 9
     for row in rows:
         assert row.get("spill_bytes", 0) == 0, row
+        assert row["vector_loads"] >= 4, row  # four corners, at least one 16-byte load each
+        if row["kernel"] == "bwd" and row["need_gv"]:
+            assert row["vector_atomics"] >= 4, row
+        if row["kernel"] == "bwd" and not row["need_gv"]:
+            assert row["atomics"] == 0, row  # a frozen value: no grad-value scatter at all
