@@ -120,3 +120,38 @@ def test_command_line(capsys) -> None:
         gpu_check.main(["--sections", "correctness,pixel"])
     assert exc.value.code == 2
     assert "--sections: unknown ['pixel']" in capsys.readouterr().err
+
+
+def test_background_tests_and_build_are_collected_or_stopped(tmp_path, monkeypatch) -> None:
+    # the CUDA-only plumbing (pytest and the reference build run in the background) on stand-in
+    # processes: a summary is parsed, a process past its deadline is stopped, a failed build or a
+    # missing sdist is a message and not an exception
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(gpu_check, "TESTS_LOG", tmp_path / "tests.log")
+    with open(tmp_path / "tests.log", "w") as log:
+        done = subprocess.Popen([sys.executable, "-c", "print('71 passed, 8 skipped in 60.1s')"], stdout=log)
+    result = gpu_check._finish_tests(done, time.monotonic() + 60)
+    assert result["passed"] and result["counts"] == {"passed": 71, "skipped": 8}
+    with open(tmp_path / "tests.log", "w") as log:
+        slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdout=log)
+    t0 = time.monotonic()
+    result = gpu_check._finish_tests(slow, time.monotonic() + 0.5)
+    assert time.monotonic() - t0 < 20 and slow.poll() is not None
+    assert not result["passed"] and result["summary"].startswith("timed out")
+
+    monkeypatch.setattr(gpu_check, "BUILD_TARGET", tmp_path / "ref")
+    failed = subprocess.Popen([sys.executable, "-c", "import sys; print('nvcc fatal'); sys.exit(1)"])
+    result = gpu_check._finish_build(failed, time.monotonic() + 60)
+    assert result["built"] is False and result["returncode"] == 1
+    assert gpu_check._finish_build("no sdist", time.monotonic())["message"] == "no sdist"
+
+    import torch
+
+    from kernels import native
+
+    monkeypatch.setattr(gpu_check, "SDIST_DIR", tmp_path / "vendor_sdist")
+    monkeypatch.setattr(native, "native_available", lambda device_type="cpu": False)
+    message = gpu_check._start_build(torch.device("cpu"))
+    assert isinstance(message, str) and "bash kernels/fetch_reference_sdist.sh" in message
