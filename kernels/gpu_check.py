@@ -556,7 +556,7 @@ def _int64(cfg: CheckConfig, device: Any) -> dict:
         {"output": out.float(), "grad_value_crop": gv[:, s - rows * side :].float()},
         {"output": c_out.detach(), "grad_value_crop": c_gv},
     )
-    outside = float(gv[:, : s - rows * side].float().abs().max())
+    outside = float(gv[:, : s - rows * side].abs().max())  # in bf16: no 8.6 GB fp32 copy
     result = {
         "value_elements": numel,
         "over_2_31": numel >= 2**31,
