@@ -170,7 +170,8 @@ class MSDeformAttn(nn.Module):
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, s, m, self.d_model // m)
         logits = self.attention_weights(query).view(n, lq, m, lv, p)
-        reference_points = reference_points.float()
+        if reference_points.dtype in (torch.float16, torch.bfloat16):
+            reference_points = reference_points.float()  # where to sample: never in half precision
         backend = resolve_backend(self.backend, query.device, self.d_model // m)
         if backend == "triton":
             # the LoRA factors of the offsets in fp32 under autocast: they move sampling locations
@@ -198,7 +199,9 @@ class MSDeformAttn(nn.Module):
                 )
         else:
             locations = self._locations(query, reference_points, input_spatial_shapes, amp)
-            weights = logits.flatten(-2).float().softmax(-1).view(n, lq, m, lv, p)
+            flat = logits.flatten(-2)
+            half = flat.dtype in (torch.float16, torch.bfloat16)
+            weights = (flat.float() if half else flat).softmax(-1).view(n, lq, m, lv, p)
             if amp:
                 # grid_sample and the compiled operator sample in fp32 (the operator computes half
                 # precision in fp32 anyway); output_proj casts back under autocast

@@ -161,3 +161,24 @@ def test_mask_dino_pixel_decoder_and_decoder_run_msda_under_the_callers_autocast
         out = dec(tgt, torch.zeros_like(tgt), boxes, memory, shapes, starts)
     assert [s["value"] for s in seen] == [torch.bfloat16, torch.bfloat16]  # encoder layer, decoder layer
     assert torch.isfinite(out.float()).all()
+
+
+def test_without_autocast_the_reference_path_keeps_fp64(monkeypatch) -> None:
+    # the fp32 rules are for autocast only: an fp64 module must stay fp64 end to end (gradcheck
+    # fails on any silent fp32 rounding of the locations or the softmax)
+    from kernels import msda
+
+    monkeypatch.setattr(msda, "native_available", lambda device_type="cpu": False)  # grid_sample
+    torch.manual_seed(0)
+    mod = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2).double()
+    with torch.no_grad():
+        for prm in mod.parameters():
+            prm.add_(torch.randn_like(prm) * 0.3)
+    gen = torch.Generator().manual_seed(1)
+    query = torch.randn(1, 3, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref = (torch.rand(1, 3, 2, 2, generator=gen, dtype=torch.float64) * 0.6 + 0.2).requires_grad_(True)
+    src = torch.randn(1, 6, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    shapes, starts = torch.tensor([[2, 2], [1, 2]]), torch.tensor([0, 4])
+    out = mod(query, ref, src, shapes, starts)
+    assert out.dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda q, r, x: mod(q, r, x, shapes, starts), (query, ref, src))
