@@ -34,9 +34,24 @@ from typing import Any
 
 import numpy as np
 
-from search.config import METHODS, PARAM_NAMES, SamplerSettings, SearchSpaceConfig, SweepConfig
+from search.benchmarks.recorded import (
+    _MODES,
+    DEFAULT_TABLE,
+    OBJECTIVES,
+    REAL_TABLE,
+    SURROGATE_TABLE,
+    RecordedTable,
+    _key,
+    default_tables,
+    load_table,
+    sweep_reference,
+)
+from search.config import SamplerSettings
 
 __all__ = [
+    "REAL_TABLE",
+    "SURROGATE_TABLE",
+    "DEFAULT_TABLE",
     "RecordedTable",
     "HVView",
     "VIEWS",
@@ -49,115 +64,6 @@ __all__ = [
     "add_arguments",
     "main",
 ]
-
-# (column, mode): a sweep's default objectives, in its order.
-_DEFAULT_OBJECTIVES = SweepConfig.model_fields["objectives"].get_default(call_default_factory=True)
-OBJECTIVES: list[tuple[str, str]] = [(o.name, o.mode) for o in _DEFAULT_OBJECTIVES]
-# REAL results (search/benchmarks/record_real_grid.py) when shipped, else the labelled synthetic surrogate.
-REAL_TABLE = Path(__file__).with_name("tables") / "recorded_trials.csv"
-SURROGATE_TABLE = Path(__file__).with_name("tables") / "surrogate_trials.csv"
-DEFAULT_TABLE = REAL_TABLE if REAL_TABLE.exists() else SURROGATE_TABLE
-_KEY_COLS = list(PARAM_NAMES)  # the identity of a configuration in a recorded table
-
-_NUMERIC = {"lora_rank", "lora_alpha", "adapter_repetitions", "adapter_reduction", "lr", "iterations"}
-_MODES = [m for _, m in OBJECTIVES]
-
-
-def _key(p: dict[str, Any]) -> tuple[str, ...]:
-    out = []
-    for c in _KEY_COLS:
-        v = p.get(c)
-        if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
-            out.append("")
-        elif c in _NUMERIC:
-            out.append(f"{float(v):.6g}")
-        else:
-            out.append(str(v))
-    return tuple(out)
-
-
-@dataclass
-class RecordedTable:
-    """A recorded grid: objective values per configuration (original units), its search space."""
-
-    values: dict[tuple[str, ...], np.ndarray]  # NaN row = the trial failed
-    space: SearchSpaceConfig  # lr_grid set: every dimension is categorical
-    source: str
-
-    def completed(self) -> np.ndarray:
-        vals = np.stack(list(self.values.values()))
-        return vals[np.all(np.isfinite(vals), axis=1)]
-
-
-def _space_of(rows: list[dict[str, str]], path: Path) -> SearchSpaceConfig:
-    """The categorical space whose grid is exactly the table's configurations (UserError otherwise)."""
-    from models.errors import UserError
-    from search.engine.space import grid_points, split_list
-
-    def uniq(method: str, col: str, conv: Any) -> list[Any]:
-        return sorted({conv(r[col]) for r in rows if r["method"] == method})
-
-    methods = sorted({r["method"] for r in rows}, key=lambda m: METHODS.index(m) if m in METHODS else 99)
-    spec: dict[str, Any] = {
-        "methods": methods,
-        "iterations": sorted({int(float(r["iterations"])) for r in rows}),
-    }
-    if "lora" in methods:
-        spec["lora"] = {
-            "rank": uniq("lora", "lora_rank", lambda v: int(float(v))),
-            "alpha": uniq("lora", "lora_alpha", float),
-            "targets": [split_list(t) for t in uniq("lora", "lora_targets", str)],
-        }
-    if "adapter" in methods:
-        spec["adapter"] = {
-            "repetitions": uniq("adapter", "adapter_repetitions", lambda v: int(float(v))),
-            "placement": [split_list(t) for t in uniq("adapter", "adapter_placement", str)],
-            "residual": uniq("adapter", "adapter_residual", str),
-            "reduction": uniq("adapter", "adapter_reduction", lambda v: int(float(v))),
-        }
-    spec["lr_grid"] = sorted({float(r["lr"]) for r in rows})
-    space = SearchSpaceConfig.model_validate(spec)
-    grid = {_key(p) for p in grid_points(space, space.lr_grid or [])}
-    have = {_key(r) for r in rows}
-    if grid != have:
-        raise UserError(
-            f"{path}: not a full grid ({len(grid - have)} configurations missing, {len(have - grid)} extra)"
-        )
-    return space
-
-
-def load_table(path: str | Path = DEFAULT_TABLE) -> RecordedTable:
-    """Read a recorded table (CSV: flat search parameters, ap, trainable_pct, latency_ms, source)."""
-    import csv
-
-    from models.errors import UserError
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: recorded trial table not found")
-    with open(p, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    missing = [
-        c for c in ["method", "lr", "iterations", *(n for n, _ in OBJECTIVES)] if rows and c not in rows[0]
-    ]
-    if not rows or missing:
-        raise UserError(f"{p}: empty or missing column {missing[0] if missing else '(rows)'!r}")
-    table: dict[tuple[str, ...], np.ndarray] = {}
-    for row in rows:
-        vals = [float(row[n]) if row[n] not in ("", "nan", "NaN") else math.nan for n, _ in OBJECTIVES]
-        if row.get("status", "completed") != "completed":
-            vals = [math.nan] * len(vals)
-        table[_key(row)] = np.array(vals)
-    sources = ",".join(sorted({row.get("source", "?") for row in rows}))
-    return RecordedTable(table, _space_of(rows, p), sources)
-
-
-def sweep_reference(values: np.ndarray) -> list[float]:
-    """The reference point a sweep with the default objectives reports its hypervolume against
-    (original units), for the grid's completed values."""
-    from search.results.pareto import reference_point
-
-    return reference_point([n for n, _ in OBJECTIVES], _MODES, [o.ref for o in _DEFAULT_OBJECTIVES], values)
 
 
 def _log_pct(values: np.ndarray) -> np.ndarray:
@@ -201,15 +107,15 @@ def _sample(sampler_name: str, seed: int, n_trials: int, table: RecordedTable) -
     """Objective values (original units; NaN rows = failed) of the trials one sampler asks for."""
     import optuna
 
-    from search.engine.samplers import make_sampler
+    from search.engine.samplers import encoding_for, make_sampler
     from search.engine.space import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     defaults = SamplerSettings()
-    space = SearchSpace(table.space)
     sampler = make_sampler(
         sampler_name, seed, population_size=defaults.population_size, startup_trials=defaults.startup_trials
     )
+    space = SearchSpace(table.space, encoding=encoding_for(sampler))  # as a sweep's searcher encodes it
     study = optuna.create_study(
         directions=["maximize" if m == "max" else "minimize" for m in _MODES], sampler=sampler
     )
@@ -217,7 +123,7 @@ def _sample(sampler_name: str, seed: int, n_trials: int, table: RecordedTable) -
     for _ in range(n_trials):
         trial = study.ask()
         space(trial)
-        vals = table.values[_key(trial.params)]
+        vals = table.values[_key(space.active(trial.params))]
         if np.all(np.isfinite(vals)):
             study.tell(trial, vals.tolist())
         else:
@@ -300,11 +206,6 @@ def run_bench(
     return out
 
 
-def default_tables() -> list[Path]:
-    """The shipped tables: the real recorded grid (when present) and the synthetic surrogate."""
-    return [t for t in (REAL_TABLE, SURROGATE_TABLE) if t.exists()]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--table",
@@ -322,6 +223,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trials", type=int, default=None, help="trials per run (default: a third of the grid)"
     )
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="replay through the engine: Ray Tune + the searcher + MO-ASHA at --concurrency "
+        "(search.benchmarks.engine_replay; slow: seconds per trial)",
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="trials at once with --engine")
 
 
 def _print(res: dict[str, Any]) -> None:
@@ -366,6 +274,17 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds < 1 or (args.trials is not None and args.trials < 1):
         raise UserError("--seeds and --trials must be >= 1")
     tables = args.table or default_tables()
+    if getattr(args, "engine", False):
+        from search.benchmarks.engine_replay import run_engine_bench
+
+        if args.concurrency < 1:
+            raise UserError("--concurrency must be >= 1")
+        out = [
+            run_engine_bench(t, names, args.seeds, trials=args.trials, concurrency=args.concurrency)
+            for t in tables
+        ]
+        print(json.dumps(out, indent=1))
+        return 0
     results = [run_bench(t, names, args.seeds, args.trials) for t in tables]
     if args.json:
         print(json.dumps(results, indent=1))

@@ -1,41 +1,50 @@
-"""One latency measurement per deployed architecture and device, shared by a sweep's trials.
+"""The trials' side of the latency profile: a sweep's latency figures, shared with its trials.
 
-Trials measure latency before training, often while other trials train on the same machine, so two
-trials deploying the same network (merged LoRA of any rank and the head baselines run the base
-network's computation) would otherwise report different latencies and split the Pareto front on
-timing noise. With ``trial.latency_per_architecture: true`` the driver starts a named Ray
-actor per sweep (:class:`LatencyCacheActor`, no CPU reserved); each trial asks it through a
-:class:`SweepLatencyCache` (a picklable client: the actor's name) and only the first trial of an
-architecture measures (key: model, class count, input size, device name, architecture; see
-``models.trial.prepare_trial``). The entries are saved to ``OUT/state/latency.json`` after every
-domain and loaded again on ``resume``. One measurement stands for every trial of an architecture,
-so it suits trials that own their device; on shared CPUs it is off by default (see
-``search.config.TrialSettings``).
+Trials never time themselves while other trials train beside them. The driver measures each
+deployed architecture once, in isolation, on the sweep's target device
+(:mod:`search.engine.latency_profile`), and puts the figure into a named Ray actor per sweep
+(:class:`LatencyCacheActor`, no CPU reserved). Each trial asks it through a
+:class:`SweepLatencyCache` (a picklable client: the actor's name), the ``models.latency.LatencyCache``
+that ``models.trial.prepare_trial`` takes (key: model, class count, input size, device name,
+architecture). The actor answers for the *target* device whatever device the trial runs on (it
+rewrites the key's device field), so trials on a mixed cluster all report the target's figure.
+The entries are saved to ``OUT/state/latency.json`` after every domain and loaded on ``resume``.
+A key the driver has not measured (a trial run outside the gate) is measured by the trial and
+put here (put-if-absent), as before the profile existed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
+
+from search.engine.latency_profile import with_device
 
 __all__ = ["LatencyCacheActor", "SweepLatencyCache", "start_latency_cache", "save_latency_cache"]
 
 
 @ray.remote(num_cpus=0)
 class LatencyCacheActor:
-    """key -> latency record (``models.latency.LatencyResult.to_dict()``); put-if-absent."""
+    """key -> latency record (``models.latency.LatencyResult.to_dict()``); put-if-absent.
+    ``device``: the target device's name every key is answered for ("" keeps keys as given)."""
 
-    def __init__(self, entries: dict[str, dict[str, Any]]) -> None:
-        self.entries = dict(entries)
+    def __init__(self, entries: dict[str, dict[str, Any]], device: str = "") -> None:
+        self.device = device
+        # Only the target's own figures: another device's entry must not answer for the target.
+        self.entries = {k: v for k, v in entries.items() if not device or with_device(k, device) == k}
+
+    def _key(self, key: str) -> str:
+        return with_device(key, self.device) if self.device else key
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
+        return self.entries.get(self._key(key))
 
     def put(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
-        return self.entries.setdefault(key, value)
+        return self.entries.setdefault(self._key(key), value)
 
     def all(self) -> dict[str, dict[str, Any]]:
         return dict(self.entries)
@@ -67,12 +76,15 @@ class SweepLatencyCache:
         return value if actor is None else dict(ray.get(actor.put.remote(key, value)))
 
 
-def start_latency_cache(sweep_id: str, path: Path) -> Any:
-    """Start the sweep's cache actor (driver side), seeded from ``path`` when it exists (resume)."""
-    entries = json.loads(path.read_text()) if path.exists() else {}
+def start_latency_cache(
+    sweep_id: str, path: Path, *, device: str = "", entries: Mapping[str, dict[str, Any]] | None = None
+) -> Any:
+    """Start the sweep's cache actor (driver side), seeded from ``path`` when it exists (resume) and
+    from ``entries`` (the latency profile); ``device``: the target device's name."""
+    seed = {**dict(entries or {}), **(json.loads(path.read_text()) if path.exists() else {})}
     return LatencyCacheActor.options(  # type: ignore[attr-defined]
         name=_actor_name(sweep_id), get_if_exists=True
-    ).remote(entries)
+    ).remote(seed, device)
 
 
 def save_latency_cache(actor: Any, path: Path) -> None:

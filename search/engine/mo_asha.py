@@ -1,7 +1,21 @@
 """MO-ASHA: asynchronous successive halving that promotes on non-dominated rank.
 
+**Fidelity: fractions of each trial's own schedule** (``fidelity="fraction"``, the default).
+``iterations`` is a sampled parameter and the cosine LR schedule spans each trial's own
+iterations, so iteration 10 is a tenth of one trial's schedule and half of another's: comparing
+them at one iteration count would favour short schedules (further down their LR decay) and stop
+long ones for being early. So rungs are fractions ``f_k = (grace / max_t) * eta**k < 1`` of the
+schedule, the same for every trial: a trial of ``T`` iterations reaches rung ``f`` at its first
+report with ``iteration >= f * T`` (``T`` from the trial's config, ``iterations``). Trials of
+``max_t`` iterations meet their rungs exactly where the iteration rungs were. The alternative
+(``iterations`` fixed as the budget when early stopping is on) would take a searched parameter
+away from the user; fractions keep it searchable. A result whose schedule length is unknown
+counts against ``max_t`` (the old iteration rungs). ``fidelity="iterations"`` keeps the
+iteration rungs (``grace * eta**k`` iterations) for every trial.
+
 Rungs sit at ``grace * eta**k`` (k = 0, 1, ...) of the trial's ``time_attr`` (our trainable's
-``iteration``), below ``max_t``. The first time a trial's report reaches a rung, its objective
+``iteration``), below ``max_t`` (as fractions of ``max_t`` with ``fidelity="fraction"``). The
+first time a trial's report reaches a rung, its objective
 vector (e.g. intermediate AP, trainable_pct, latency_ms; converted to minimisation) is recorded
 at that rung. The trial continues only if fewer than ``ceil(n / eta)`` of the ``n`` vectors
 recorded at the rung are *better* than its own, where better means a lower non-dominated rank,
@@ -16,6 +30,7 @@ given, so a restored sweep keeps them (Tune does not checkpoint schedulers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,7 +44,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.results.pareto import crowding_distance, non_dominated_ranks, to_min
 
-__all__ = ["MOASHAScheduler", "rung_levels", "promote"]
+__all__ = ["MOASHAScheduler", "rung_levels", "rung_fractions", "promote"]
 
 
 def rung_levels(grace: int, eta: float, max_t: int) -> list[int]:
@@ -44,6 +59,11 @@ def rung_levels(grace: int, eta: float, max_t: int) -> list[int]:
             out.append(r)
         k += 1
     return out
+
+
+def rung_fractions(grace: int, eta: float, max_t: int) -> list[float]:
+    """Rung fractions of a schedule: ``(grace / max_t) * eta**k`` strictly below 1, ascending."""
+    return [r / max_t for r in rung_levels(grace, eta, max_t)]
 
 
 def promote(vectors: np.ndarray, index: int, eta: float) -> bool:
@@ -73,6 +93,8 @@ class MOASHAScheduler(FIFOScheduler):
         eta: float = 2.0,
         max_t: int = 100,
         state_path: str | os.PathLike[str] | None = None,
+        fidelity: str = "fraction",
+        total_attr: str = "iterations",
     ) -> None:
         super().__init__()
         if len(metrics) != len(modes) or not metrics:
@@ -81,11 +103,21 @@ class MOASHAScheduler(FIFOScheduler):
         self.modes = list(modes)
         self.time_attr = time_attr
         self.eta = float(eta)
-        self.rungs = rung_levels(grace, eta, max_t)
+        if fidelity not in ("fraction", "iterations"):
+            raise ValueError(f"fidelity: {fidelity!r}; allowed: fraction, iterations")
+        self.fidelity = fidelity
+        self.max_t = max_t
+        self.total_attr = total_attr
+        # Rung records are keyed by the rung's iteration count (iterations) or by its fraction.
+        self.rungs: list[float] = (
+            list(rung_fractions(grace, eta, max_t))
+            if fidelity == "fraction"
+            else list(rung_levels(grace, eta, max_t))
+        )
         self.state_path = str(state_path) if state_path else None
         # rung -> trial_id -> objective vector (original units)
-        self.records: dict[int, dict[str, list[float]]] = {r: {} for r in self.rungs}
-        self.stopped: dict[str, int] = {}
+        self.records: dict[float, dict[str, list[float]]] = {r: {} for r in self.rungs}
+        self.stopped: dict[str, Any] = {}
         self._loaded = False
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -99,7 +131,8 @@ class MOASHAScheduler(FIFOScheduler):
         if self.state_path and Path(self.state_path).exists():
             data = json.loads(Path(self.state_path).read_text())
             for r, recs in data.get("records", {}).items():
-                self.records.setdefault(int(r), {}).update(recs)
+                key = float(r) if self.fidelity == "fraction" else int(float(r))
+                self.records.setdefault(key, {}).update(recs)
             self.stopped.update(data.get("stopped", {}))
 
     def _save(self) -> None:
@@ -113,14 +146,22 @@ class MOASHAScheduler(FIFOScheduler):
         )
         os.replace(tmp, p)
 
-    def decide(self, trial_id: str, result: dict[str, Any]) -> str:
-        """CONTINUE or STOP for one result (pure bookkeeping; also used by tests without Tune)."""
+    def decide(self, trial_id: str, result: dict[str, Any], total: float | None = None) -> str:
+        """CONTINUE or STOP for one result (pure bookkeeping; also used by tests without Tune).
+        ``total``: the trial's schedule length (fraction fidelity; default ``result[total_attr]``)."""
         self._load()
         if result.get("final") is True or trial_id in self.stopped:
             return TrialScheduler.CONTINUE if trial_id not in self.stopped else TrialScheduler.STOP
         t = result.get(self.time_attr)
         if t is None:
             return TrialScheduler.CONTINUE
+        at, length = float(t), float(self.max_t)
+        if self.fidelity == "fraction":
+            given = total if total is not None else result.get(self.total_attr)
+            with contextlib.suppress(TypeError, ValueError):
+                if given is not None and float(given) > 0:
+                    length = float(given)
+            at = float(t) / length
         try:
             vec = [float(result[m]) for m in self.metrics]
         except (KeyError, TypeError, ValueError):
@@ -130,7 +171,7 @@ class MOASHAScheduler(FIFOScheduler):
         decision = TrialScheduler.CONTINUE
         changed = False
         for rung in self.rungs:
-            if t < rung:
+            if at < rung - 1e-9:
                 break
             recs = self.records.setdefault(rung, {})
             if trial_id in recs:
@@ -140,7 +181,8 @@ class MOASHAScheduler(FIFOScheduler):
             ids = list(recs)
             mat = to_min(np.array([recs[i] for i in ids]), self.modes)
             if not promote(mat, ids.index(trial_id), self.eta):
-                self.stopped[trial_id] = rung
+                # The rung's iteration for this trial (fraction x its own length).
+                self.stopped[trial_id] = int(round(rung * length)) if self.fidelity == "fraction" else rung
                 decision = TrialScheduler.STOP
                 break
         if changed:
@@ -148,7 +190,11 @@ class MOASHAScheduler(FIFOScheduler):
         return decision
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        return self.decide(trial.trial_id, result)
+        total = (trial.config or {}).get(self.total_attr)
+        return self.decide(trial.trial_id, result, float(total) if total else None)
 
     def debug_string(self) -> str:
-        return f"MO-ASHA on {self.metrics} rungs={self.rungs} eta={self.eta} stopped={len(self.stopped)}"
+        return (
+            f"MO-ASHA on {self.metrics} rungs={self.rungs} ({self.fidelity}) eta={self.eta} "
+            f"stopped={len(self.stopped)}"
+        )

@@ -1,17 +1,45 @@
-"""Optuna side of the sweep: samplers, constraints, and a searcher that tells the truth.
+"""Optuna side of the sweep: samplers that see the whole space, constraints decided before a slot,
+and a searcher that tells the truth.
 
-Ray's ``OptunaSearch.on_trial_complete`` tells Optuna ``COMPLETE`` with the *last reported*
-values of any trial that ends, so a trial stopped early by a scheduler (or stopped at once as
-infeasible) enters the study with truncated values and corrupts the Pareto front.
-:class:`TruthfulOptunaSearch` tells:
+**What each sampler models.** The space is conditional (method -> that method's parameters).
+
+- TPE: ``multivariate=True, group=True``: the define-by-run space is split into groups of
+  parameters that always occur together (``method, lr, iterations``; each method's own
+  parameters), and each group is modelled jointly (a multivariate Parzen estimator per group)
+  instead of one parameter at a time.
+- NSGA-II and GP model only the parameters every trial shares; a parameter that is absent from
+  some trials is sampled independently at random. So they get the *flat* encoding
+  (:class:`search.engine.space.SearchSpace` with ``encoding="flat"``): every method's parameters
+  are drawn in every trial, with the same names and choices, and the trial uses those of its
+  method. All parameters are then in every trial: NSGA-II's crossover and mutation and the GP's
+  kernel cover the method-specific ones too (the inactive ones are carried along, as in SMAC's
+  imputation of inactive hyperparameters, and cost only some sampling efficiency). The config
+  handed to Tune (and so the store) holds only the active ones.
+- random: the conditional space (there is nothing to model).
+
+**Constraints before a slot.** :class:`TruthfulOptunaSearch` with ``costs`` (a
+:class:`search.engine.feasibility.PointCosts`: parameters from accounting, latency from the
+latency profile) checks each proposed point before returning it to Tune. An infeasible point is
+told to Optuna at once as ``COMPLETE`` with its known costs (and the objective's reference value,
+e.g. AP 0, for metrics only training gives) and its constraint values stored for the sampler's
+``constraints_func`` (NSGA-II's constrained domination, TPE's feasible/infeasible split and GP's
+constraint models all read COMPLETE trials only); the searcher asks again. The point takes no
+slot; Tune's ``num_samples`` (the budget) counts trained trials only. Each rejection is kept in
+``rejected`` and handed to ``reject_sink`` (the runner writes an ``infeasible`` row to the store,
+never part of a front). While the latency of a proposed point is being measured (the profile's
+isolated measurement), :meth:`suggest` returns ``None`` (Tune asks again later) and keeps the point.
+
+**Truthful tells.** Ray's ``OptunaSearch.on_trial_complete`` tells ``COMPLETE`` with the *last
+reported* values of any trial that ends, so a trial stopped early by a scheduler would enter the
+study with truncated values. This searcher tells:
 
 - ``COMPLETE`` with the objective values only when the final result says ``final=True`` and
   ``status="completed"`` with finite values;
 - ``FAIL`` when the trial errored or its record says ``status="failed"``;
-- ``PRUNED`` otherwise (early-stopped by MO-ASHA, infeasible, or stopped by a time budget).
+- ``PRUNED`` otherwise (early-stopped by MO-ASHA, infeasible in the trial, stopped by a time budget).
 
-Before telling, the constraint metrics seen in the result are stored as user attributes so the
-sampler's ``constraints_func`` (:class:`ConstraintFunction`) sees them.
+The searcher is a self-contained object (one study, one sampler, its costs): a multiplexing
+searcher can hold one per study.
 """
 
 from __future__ import annotations
@@ -20,16 +48,40 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["ConstraintFunction", "make_sampler", "TruthfulOptunaSearch", "optuna_state_for"]
+from search.config import SearchSpaceConfig
+from search.engine.feasibility import PointCosts, violations
+from search.engine.latency_profile import LatencyPending
+from search.engine.space import SearchSpace
+
+__all__ = [
+    "ConstraintFunction",
+    "ENCODINGS",
+    "encoding_for",
+    "make_sampler",
+    "make_searcher",
+    "TruthfulOptunaSearch",
+    "optuna_state_for",
+]
 
 logger = logging.getLogger(__name__)
+
+# The space encoding each sampler gets (see module docstring).
+ENCODINGS: dict[str, str] = {"tpe": "conditional", "nsga2": "flat", "gp": "flat", "random": "conditional"}
+
+
+def encoding_for(sampler: optuna.samplers.BaseSampler) -> str:
+    """The space encoding a sampler object needs (:data:`ENCODINGS` by its class)."""
+    if isinstance(sampler, (optuna.samplers.NSGAIISampler, optuna.samplers.GPSampler)):
+        return "flat"
+    return "conditional"
 
 
 class ConstraintFunction:
@@ -61,14 +113,17 @@ def make_sampler(
     population_size: int = 8,
     startup_trials: int = 4,
 ) -> optuna.samplers.BaseSampler:
-    """nsga2 | tpe | gp | random, seeded; constraints wired in where the sampler supports them."""
+    """nsga2 | tpe | gp | random, seeded; constraints wired in where the sampler supports them.
+    Use the space encoding :data:`ENCODINGS` names for the sampler (:func:`make_searcher` does)."""
     cf: Callable[[FrozenTrial], Sequence[float]] | None = (
         ConstraintFunction(constraints) if constraints else None
     )
     # optuna 5 deprecates constraints_func (FutureWarning) in favour of Trial.set_constraint, which
     # its samplers do not read yet in 5.0; constraints_func is the path that works with all four.
+    # group=True is experimental in optuna 5 (ExperimentalWarning) but stable in behaviour.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return _make_sampler(name, seed, cf, population_size, startup_trials)
 
 
@@ -87,6 +142,7 @@ def _make_sampler(
             n_startup_trials=startup_trials,
             constraints_func=cf,
             multivariate=True,
+            group=True,
         )
     if name == "gp":
         return optuna.samplers.GPSampler(
@@ -115,12 +171,148 @@ def optuna_state_for(
 
 
 class TruthfulOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells early-stopped / infeasible trials as PRUNED (see module docstring)."""
+    """OptunaSearch that decides constraints before a slot and tells the truth (module docstring).
 
-    def __init__(self, *args: Any, constraint_metrics: Sequence[str] = (), **kwargs: Any) -> None:
+    ``costs``: pre-training metrics of a point (None: nothing decided before training);
+    ``constraints``: the sweep's constraints as dicts (metric, op, value); ``fill_values``: the
+    value an infeasible point is told with for an objective it has no figure for (the objective's
+    reference value, e.g. ``{"ap": 0.0}``; default: the worst value the study has seen, else 0);
+    ``reject_sink(params, costs, reason)``: called once per rejected point (e.g. writes the store);
+    ``max_rejections``: consecutive rejections after which the search ends (the space is all but
+    infeasible)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        constraint_metrics: Sequence[str] = (),
+        costs: PointCosts | None = None,
+        constraints: Sequence[Mapping[str, Any]] = (),
+        fill_values: Mapping[str, float] | None = None,
+        reject_sink: Callable[[dict[str, Any], dict[str, float], str], None] | None = None,
+        max_rejections: int = 2000,
+        **kwargs: Any,
+    ) -> None:
+        space = kwargs.get("space")
+        sampler = kwargs.get("sampler")
+        if isinstance(space, SearchSpace) and sampler is not None:
+            # The encoding follows the sampler whoever builds the searcher (a multiplexer too).
+            kwargs["space"] = SearchSpace(space.space, encoding=encoding_for(sampler))
         super().__init__(*args, **kwargs)
-        self._constraint_metrics = list(constraint_metrics)
+        self._constraint_metrics = list(constraint_metrics) or [str(c["metric"]) for c in constraints]
+        self._costs = costs
+        self._constraints = [dict(c) for c in constraints]
+        self._fill = dict(fill_values or {})
+        self._reject_sink = reject_sink
+        self._max_rejections = int(max_rejections)
+        self._held: tuple[Any, dict[str, Any]] | None = None  # (optuna trial, params) awaiting latency
         self.told: dict[str, str] = {}  # trial_id -> state name, for tests and the store
+        self.rejected: list[dict[str, Any]] = []  # {params, costs, reason}
+        self.pre_costs: dict[str, dict[str, float]] = {}  # trial_id -> costs decided before its slot
+
+    def set_gate(
+        self,
+        costs: PointCosts | None,
+        constraints: Sequence[Mapping[str, Any]] = (),
+        fill_values: Mapping[str, float] | None = None,
+        reject_sink: Callable[[dict[str, Any], dict[str, float], str], None] | None = None,
+    ) -> None:
+        """Decide constraints before a slot from now on (for searchers built elsewhere, e.g. by a
+        multiplexer's factory): the same as the constructor's arguments of the same names."""
+        self._costs = costs
+        self._constraints = [dict(c) for c in constraints]
+        self._constraint_metrics = self._constraint_metrics or [str(c["metric"]) for c in constraints]
+        self._fill = dict(fill_values or {})
+        self._reject_sink = reject_sink
+
+    # ------------------------------------------------------------------ asking
+
+    def _ask(self) -> tuple[Any, dict[str, Any]]:
+        assert self._ot_study is not None
+        ot_trial = self._ot_study.ask()
+        return ot_trial, dict(self._suggest_from_define_by_run_func(self._space, ot_trial))
+
+    def _active(self, params: dict[str, Any]) -> dict[str, Any]:
+        space = self._space
+        return space.active(params) if isinstance(space, SearchSpace) else params
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not callable(self._space) or self._ot_study is None:
+            return super().suggest(trial_id)  # type: ignore[no-any-return]
+        if self._held is not None:
+            ot_trial, params = self._held
+            self._held = None
+        else:
+            ot_trial, params = self._ask()
+        costs: dict[str, float] = {}
+        for _ in range(self._max_rejections):
+            if self._costs is None:
+                break
+            try:
+                costs = self._costs.costs(self._active(params))
+            except LatencyPending:
+                self._held = (ot_trial, params)
+                return None
+            bad = violations(costs, self._constraints)
+            if not bad:
+                break
+            self._reject(ot_trial, params, costs, bad)
+            ot_trial, params = self._ask()
+        else:
+            logger.warning(
+                "%d points in a row broke the constraints before training: search ended", self._max_rejections
+            )
+            assert self._ot_study is not None
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            return Searcher.FINISHED  # type: ignore[no-any-return]
+        self._ot_trials[trial_id] = ot_trial
+        if costs:
+            self.pre_costs[trial_id] = costs
+        return self._active(params)
+
+    def _reject(
+        self, ot_trial: Any, params: dict[str, Any], costs: dict[str, float], bad: dict[str, float]
+    ) -> None:
+        """Tell Optuna the infeasible point now (COMPLETE + constraint values; module docstring)."""
+        assert self._ot_study is not None
+        for m, v in costs.items():
+            with contextlib.suppress(TypeError, ValueError):
+                ot_trial.set_user_attr(m, float(v))
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        modes = self.mode if isinstance(self.mode, list) else [self.mode]
+        values = [
+            float(costs[m]) if m in costs else self._fill_value(m, mode) for m, mode in zip(metrics, modes)
+        ]
+        reason = "; ".join(
+            f"{m}={costs[m]:.4g} violates {c['metric']} {c['op']} {c['value']}"
+            for m in bad
+            for c in self._constraints
+            if c["metric"] == m
+        )
+        self._ot_study.tell(ot_trial, values, state=TrialState.COMPLETE)
+        active = self._active(params)
+        self.rejected.append({"params": active, "costs": dict(costs), "reason": reason})
+        if self._reject_sink is not None:
+            try:
+                self._reject_sink(active, dict(costs), reason)
+            except Exception as exc:  # noqa: BLE001 - the record of a rejection must not stop the sweep
+                logger.warning("recording a rejected point failed: %s", exc)
+
+    def _fill_value(self, metric: str, mode: str) -> float:
+        if metric in self._fill:
+            return float(self._fill[metric])
+        assert self._ot_study is not None
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        j = metrics.index(metric)
+        seen = [
+            t.values[j]
+            for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None
+        ]
+        if not seen:
+            return 0.0
+        return float(min(seen) if mode == "max" else max(seen))
+
+    # ------------------------------------------------------------------ telling
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -143,3 +335,41 @@ class TruthfulOptunaSearch(OptunaSearch):
             logger.warning("optuna tell failed for %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
         self.told[trial_id] = state.name
+
+
+def make_searcher(
+    sampler: str,
+    seed: int,
+    space: SearchSpaceConfig,
+    metrics: Sequence[str],
+    modes: Sequence[str],
+    *,
+    constraints: Sequence[Mapping[str, Any]] = (),
+    population_size: int = 8,
+    startup_trials: int = 4,
+    costs: PointCosts | None = None,
+    fill_values: Mapping[str, float] | None = None,
+    reject_sink: Callable[[dict[str, Any], dict[str, float], str], None] | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+    study_name: str | None = None,
+) -> TruthfulOptunaSearch:
+    """The searcher of one study: the sampler, the space encoded for it, constraints before slots."""
+    cons = [dict(c) for c in constraints]
+    kwargs: dict[str, Any] = {}
+    if study_name:
+        kwargs["study_name"] = study_name
+    return TruthfulOptunaSearch(
+        space=SearchSpace(space),  # encoded for the sampler by the searcher (encoding_for)
+        metric=list(metrics),
+        mode=list(modes),
+        sampler=make_sampler(
+            sampler, seed, cons, population_size=population_size, startup_trials=startup_trials
+        ),
+        points_to_evaluate=[dict(p) for p in points_to_evaluate] if points_to_evaluate else None,
+        constraint_metrics=[str(c["metric"]) for c in cons],
+        costs=costs,
+        constraints=cons,
+        fill_values=fill_values,
+        reject_sink=reject_sink,
+        **kwargs,
+    )
