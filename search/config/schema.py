@@ -298,6 +298,9 @@ class TrialSettings(_Strict):
     # measurement is representative. Off by default: on shared CPUs one measurement taken while
     # other trials train can be off by ~15 % and would bias every trial of that architecture.
     latency_per_architecture: bool = False
+    # The device latency is measured on (search.engine.latency_profile): "" = the driver's node (its
+    # GPU when trials use GPUs, else its CPU), or the name of a Ray custom resource one node offers.
+    latency_device: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("function")
