@@ -25,15 +25,21 @@ __all__ = ["check_levels"]
 _CHECKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
+def _version(t: torch.Tensor) -> int | None:
+    """The autograd version counter; None for an inference-mode tensor, which has none (such a pair
+    is remembered by identity alone: it is made for one forward and not written between layers)."""
+    return None if t.is_inference() else t._version
+
+
 def _remembered(shapes: torch.Tensor, starts: torch.Tensor, length: int) -> bool:
     seen = _CHECKED.get(shapes)
     if seen is None:
         return False
     version, starts_ref, starts_version, seen_length = seen
     return (
-        version == shapes._version
+        version == _version(shapes)
         and starts_ref() is starts
-        and starts_version == starts._version
+        and starts_version == _version(starts)
         and seen_length == length
     )
 
@@ -70,8 +76,8 @@ def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, 
                 f"tensor's {length} tokens (start >= 0, start + H*W <= {length})"
             )
     _CHECKED[spatial_shapes] = (
-        spatial_shapes._version,
+        _version(spatial_shapes),
         weakref.ref(level_start_index),
-        level_start_index._version,
+        _version(level_start_index),
         length,
     )

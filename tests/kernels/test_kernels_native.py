@@ -85,3 +85,13 @@ def test_native_operator_mixed_dtypes_and_bad_levels(make_case) -> None:
     torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match=r"level_start_index\[1\] = 14"):
         ms_deform_attn_native(**dict(case, level_start_index=torch.tensor([0, 14])))
+
+
+def test_inference_mode_metadata_is_checked_and_remembered(make_case) -> None:
+    # inference tensors have no version counter (latency runs use torch.inference_mode)
+    with torch.inference_mode():
+        shapes, starts = torch.tensor([[3, 4], [2, 2]]), torch.tensor([0, 12])
+        check_levels(shapes, starts, 16)
+        check_levels(shapes, starts, 16)
+        with pytest.raises(ValueError, match=r"level_start_index\[1\] = 13"):
+            check_levels(shapes, torch.tensor([0, 13]), 16)
