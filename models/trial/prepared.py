@@ -16,7 +16,7 @@ from models.trial.spec import METRICS, ReportFn, TrialRecord, TrialSpec
 __all__ = ["PreparedTrial", "STATE_FILE"]
 
 STATE_FILE = "trial_state.pt"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 @dataclass
@@ -41,6 +41,7 @@ class PreparedTrial:
     _losses: list[float] = field(default_factory=list, init=False, repr=False)
     _rng: dict[str, Any] | None = field(default=None, init=False, repr=False)  # RNG at _iteration's boundary
     _loaded_iteration: int | None = field(default=None, init=False)
+    _start_iteration: int = field(default=0, init=False)  # where the last train_and_evaluate began
 
     def feasibility(self) -> dict[str, float]:
         """What a sweep checks before training: trainable/total params, latency (ms)."""
@@ -60,6 +61,8 @@ class PreparedTrial:
             latency_ms=float(self.latency.median_ms),
             latency_p90_ms=float(self.latency.p90_ms),
             device=str(self.latency.device),
+            start_iteration=int(self._start_iteration),
+            base_load=self.load_report.short() if self.load_report is not None else "",
             **kw,
         )
 
@@ -102,10 +105,34 @@ class PreparedTrial:
             self._scheduler = build_scheduler(self._optimizer, cfg, self.spec.iterations)
 
     def _state_tensors(self) -> dict[str, Any]:
-        """What changes in training: trainable parameters and all buffers, by state_dict name."""
-        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        names = trainable | {n for n, _ in self.model.named_buffers()}
+        """What training changes, by state_dict name: the trainable parameters and the running
+        statistics of BatchNorm layers in train mode. The frozen base is rebuilt by
+        :func:`prepare_trial` from the spec (same base checkpoint, same seed), so it is not saved."""
+        import torch
+
+        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        for mod_name, mod in self.model.named_modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and mod.track_running_stats:
+                prefix = f"{mod_name}." if mod_name else ""
+                names |= {prefix + b for b, _ in mod.named_buffers(recurse=False)}
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if k in names}
+
+    def _data_order(self) -> dict[str, Any]:
+        """The training stream's position: batches come from a reshuffle per epoch seeded by
+        ``seed`` over exactly these images, so (seed, images, batch size, batches drawn) fixes it;
+        the images are named by a digest so that a resume over other data is refused."""
+        import hashlib
+
+        names = "\n".join(
+            str(d.get("file_name", d.get("image_id", i))) for i, d in enumerate(self.train_dicts)
+        )
+        return {
+            "seed": int(self.spec.seed),
+            "batch_size": int(self.spec.batch_size),
+            "batches_drawn": int(self._iteration),
+            "num_images": len(self.train_dicts),
+            "images_sha1": hashlib.sha1(names.encode()).hexdigest(),
+        }
 
     def save_state(self, directory: str | os.PathLike[str]) -> Path:
         """Write the training state at the last completed iteration to ``<directory>/trial_state.pt``.
@@ -125,6 +152,7 @@ class PreparedTrial:
             "optimizer": self._optimizer.state_dict(),
             "scheduler": self._scheduler.state_dict(),
             "rng": self._rng if self._rng is not None else capture_rng(),
+            "data_order": self._data_order(),
             # Enough history for final_loss (last 10) and the next report's mean loss.
             "losses": [float(v) for v in self._losses[-max(10, self.spec.eval_every) :]],
         }
@@ -160,6 +188,12 @@ class PreparedTrial:
         tensors = state["tensors"]
         if set(tensors) != set(own) or any(tensors[k].shape != own[k].shape for k in own):
             raise UserError(f"{path}: trainable parameters do not match this trial's model")
+        saved_order = dict(state.get("data_order") or {})
+        mine_order = {k: v for k, v in self._data_order().items() if k != "batches_drawn"}
+        if {k: saved_order.get(k) for k in mine_order} != mine_order:
+            raise UserError(f"{path}: saved for other training images (data order differs)")
+        if saved_order.get("batches_drawn") != int(state["iteration"]):
+            raise UserError(f"{path}: data position {saved_order.get('batches_drawn')} != iteration")
         self.model.load_state_dict(tensors, strict=False)
         self._ensure_optim()
         self._optimizer.load_state_dict(state["optimizer"])
@@ -190,10 +224,12 @@ class PreparedTrial:
                     f"{self._loaded_iteration} (call load_state first)"
                 )
             restore_rng(self._rng or {})
+            self._start_iteration = start_iteration
         else:
             # A fresh run: fresh optimizer state even if this object trained before.
             self._optimizer = self._scheduler = None
             self._iteration, self._losses, self._rng = 0, [], None
+            self._start_iteration = 0
             # Every stream training draws from (augmentations use numpy's global RNG): a trial
             # is a function of its spec.
             torch.manual_seed(spec.seed)

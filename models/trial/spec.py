@@ -165,6 +165,8 @@ class TrialRecord:
     train_seconds: float = 0.0
     iterations: int = 0
     final_loss: float = math.nan
+    start_iteration: int = 0  # > 0: continued from a saved state after that many iterations
+    base_load: str = ""  # the base checkpoint's load summary (models.checkpoint.LoadReport.short)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from models.errors import UserError
 
@@ -20,6 +21,32 @@ from models.errors import UserError
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 __all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors in the project's form, ``<argument>: <problem>``
+    (argparse's own "usage + prog: error" lines would not name the argument first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{_argparse_message(message)}\n(see '{self.prog} --help')")
+
+
+def _argparse_message(message: str) -> str:
+    """argparse's messages with the argument first: 'argument --x: bad' -> '--x: bad'."""
+    if message.startswith("argument "):
+        name, sep, rest = message.removeprefix("argument ").partition(": ")
+        if sep:
+            return f"{name.split('/')[0]}: {rest}"
+    for prefix, what in (
+        ("the following arguments are required: ", "required (missing)"),
+        ("unrecognized arguments: ", "unrecognized argument"),
+    ):
+        if message.startswith(prefix):
+            names = message.removeprefix(prefix).split(", " if "required" in prefix else " ")
+            more = f" (also: {', '.join(names[1:])})" if len(names) > 1 else ""
+            return f"{names[0]}: {what}{more}"
+    return f"arguments: {message}"
+
 
 # name -> (module, help). The module holds add_<name>_arguments(parser) and run_<name>(args).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -44,7 +71,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="peftsweep",
         description="Distributed hyperparameter search for parameter-efficient fine-tuning "
         "of instance-segmentation models (Mask DINO, SEEM) with Ray Tune + Optuna.",
@@ -59,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args._handler(args) or 0)
     except UserError as exc:
         print(f"peftsweep: error: {exc}", file=sys.stderr)
@@ -73,4 +100,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _entry() -> None:
     """Console-script entry point."""
     sys.exit(main())
-

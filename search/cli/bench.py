@@ -32,4 +32,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "out", None):
+        from search.cli.checks import writable_dir
+
+        writable_dir(args.out, "--out")
     return int(args._bench_entry(args) or 0)

@@ -34,6 +34,12 @@ def run_data(args: argparse.Namespace) -> int:
     if args.action == "check":
         from models.data.check import check_coco_dataset
 
+        if args.report_json:
+            from pathlib import Path
+
+            from search.cli.checks import writable_dir
+
+            writable_dir(Path(args.report_json).parent, "--report-json")
         report = check_coco_dataset(args.json, args.images, read_images=not args.no_read)
         print(report.format())
         if args.report_json:
@@ -43,9 +49,11 @@ def run_data(args: argparse.Namespace) -> int:
         return 0
     if args.action == "synth":
         from models.data.coco import write_synthetic_coco
+        from search.cli.checks import writable_dir
 
         if args.num_images < 1:
-            raise UserError(f"--num-images must be >= 1, got {args.num_images}")
+            raise UserError(f"--num-images: must be >= 1, got {args.num_images}")
+        writable_dir(args.out, "--out", must_be_empty=True)
         path = write_synthetic_coco(
             args.domain, args.out, args.num_images, seed=args.seed, image_size=args.image_size
         )
@@ -86,8 +94,14 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from models.errors import UserError
     from models.pretrain import PretrainConfig, pretrain
+    from search.cli.checks import writable_dir
 
+    for flag in ("iterations", "batch_size", "num_train_images", "num_eval_images"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    writable_dir(args.out, "--out")
     cfg = PretrainConfig(
         model=args.model,
         iterations=args.iterations,

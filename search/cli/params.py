@@ -70,10 +70,19 @@ def method_params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if other:
         from models.errors import UserError
 
-        raise UserError(f"--{other[0]} does not apply to --method {args.method}")
+        raise UserError(f"--{other[0]}: does not apply to --method {args.method}")
     if args.extra_trainable:
         params["extra_trainable"] = args.extra_trainable
     return params
+
+
+def _flag_message(message: str, method: str) -> str:
+    flags = {"repetitions": "reps"}
+    head, sep, rest = message.partition(" ")
+    if sep and head.startswith(f"{method}.") and ":" not in head:
+        field = head.removeprefix(f"{method}.")
+        return f"--{flags.get(field, field).replace('_', '-')}: {rest}"
+    return message
 
 
 def run_params(args: argparse.Namespace) -> int:
@@ -83,10 +92,13 @@ def run_params(args: argparse.Namespace) -> int:
     from models.errors import UserError
     from models.peft import apply_method, build_method_config
 
-    config = build_method_config(args.method, **method_params_from_args(args))
+    try:
+        config = build_method_config(args.method, **method_params_from_args(args))
+    except UserError as exc:  # "<method>.<field> must ..." names the config field: name the flag
+        raise UserError(_flag_message(str(exc), args.method)) from None
     reinit = [s.strip() for s in (args.reinitialized or "").split(",") if s.strip()]
     if args.num_classes < 1:
-        raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+        raise UserError(f"--num-classes: must be >= 1, got {args.num_classes}")
     try:
         device = torch.device(args.device)
     except RuntimeError:

@@ -92,7 +92,8 @@ def run_select(args: argparse.Namespace) -> int:
     from search.selection.warmstart import DEFAULT_PILOT
 
     if (args.eval_data is None) != (args.eval_images is None):
-        raise UserError("--eval-data and --eval-images go together")
+        given = "--eval-data" if args.eval_images is None else "--eval-images"
+        raise UserError(f"{given}: --eval-data and --eval-images go together")
     for name in (
         "iterations",
         "neighbours",
@@ -111,6 +112,9 @@ def run_select(args: argparse.Namespace) -> int:
         param_budget_pct=args.param_budget_pct,
         min_ap_fraction=args.min_ap_fraction,
     )
+    from search.cli.checks import preflight_select
+
+    preflight_select(args)  # dataset, base checkpoint and output folder, before any pilot runs
     settings = SelectionSettings(
         data_json=args.data,
         images_dir=args.images,

@@ -63,11 +63,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from search.cli.checks import preflight_sweep
     from search.config import load_config
 
     config = load_config(args.config)
     if args.output_dir:
         config = config.model_copy(update={"output_dir": args.output_dir})
+    preflight_sweep(config)  # bad files and folders end here, before Ray starts
     res = run_and_record(
         config, address=args.address, resume=False, quiet=args.quiet, report=not args.no_report
     )

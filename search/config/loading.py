@@ -1,8 +1,10 @@
 """Reading a sweep config: YAML -> validated :class:`~search.config.schema.SweepConfig`.
 
 Contract: :func:`load_config` / :func:`parse_config` return a validated config or raise
-:class:`models.errors.UserError` with ONE line that names the field path (``space.lora.rank``)
-and, for enumerations, the allowed values.
+:class:`models.errors.UserError` naming the file and the field path (``space.lora.rank``) of every
+problem at once -- unknown keys, missing fields and wrong types alike -- and, for enumerations, the
+allowed values. The first line is ``<file>: <field>: <problem>`` (with "(N problems)" when there
+are more); each further problem follows on its own line in the same form.
 """
 
 from __future__ import annotations
@@ -36,11 +38,16 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _message(err: dict[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
+    kind = str(err.get("type", ""))
+    if kind == "extra_forbidden":
         msg = "unknown key (not allowed)"
-    elif err.get("type") == "literal_error":
+    elif kind == "missing":
+        msg = "required (missing)"
+    elif kind == "literal_error":
         ctx = err.get("ctx") or {}
         msg = f"got {err.get('input')!r}; allowed: {ctx.get('expected', '')}"
+    elif kind.endswith(("_type", "_parsing")) and not isinstance(err.get("input"), dict | list):
+        msg = f"{msg} (got {err.get('input')!r})"  # wrong types: show what was given
     return msg
 
 
@@ -51,8 +58,11 @@ def parse_config(data: Any, *, source: str = "config") -> SweepConfig:
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"{source}: {_loc(tuple(err['loc']))}: {_message(dict(err))}") from None
+        problems = [f"{source}: {_loc(tuple(e['loc']))}: {_message(dict(e))}" for e in exc.errors()]
+        problems = list(dict.fromkeys(problems))  # pydantic may report one problem per union branch
+        if len(problems) > 1:
+            problems[0] += f" ({len(problems)} problems)"
+        raise UserError("\n".join(problems)) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> SweepConfig:

@@ -1,7 +1,10 @@
 """Tune callbacks run in the driver: write the store as trials progress and print progress.
 
 Row status written for a trial (one row per trial id, upserted):
-``running`` when it starts; on completion the final record's ``status`` ("completed",
+``running`` when it starts -- unless the store already holds it as finished (a resumed sweep
+restarts the trials its last Tune snapshot saw running; one that finished after that snapshot keeps
+its row, and the trainable re-reports it, marked ``replayed``, without training); on completion
+the final record's ``status`` ("completed",
 "failed", "infeasible") when its last result says ``final=True``, otherwise ``pruned`` (stopped
 by MO-ASHA or a time budget) with the iteration it reached; ``failed`` with the error on error.
 """
@@ -146,7 +149,14 @@ class StoreCallback(Callback):
             return None
         return None if rung is None else f"early-stopped by MO-ASHA at rung {rung} (dominated there)"
 
+    def _finished_in_store(self, trial_id: str) -> bool:
+        from search.engine.trainable import finished_row
+
+        return finished_row(self.store_root, trial_id) is not None
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if self._finished_in_store(trial.trial_id):
+            return  # never clobber a finished row (it would null its metrics and rerun the trial)
         self._write(trial, None)
 
     def on_trial_result(
@@ -171,7 +181,10 @@ class StoreCallback(Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        row = self._write(trial, trial.last_result or None)
+        last = dict(trial.last_result or {})
+        if last.get("replayed") and self._finished_in_store(trial.trial_id):
+            return  # the stored row re-reported by the trainable: it stays exactly as it is
+        row = self._write(trial, last or None)
         self._progress(trial, row)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -15,9 +15,12 @@ Flow (contract with the scheduler, the Optuna glue and the store callback):
    ``save_state(dir)``, its training state; a retried trial whose prepared object offers
    ``load_state(dir) -> int`` resumes from there, otherwise it restarts training.
 4. A trial whose row in the store (``context.store_root``) is already final is not trained again:
-   the row is re-reported as its final result.
+   the row is re-reported as its final result, marked ``replayed`` (the store callback then leaves
+   the row as it is).
 5. The final report has the whole record (``TrialRecord.to_dict()`` keys), the costs,
-   ``status`` ("completed" | "failed") and ``final=True``. A trial whose checkpoint already
+   ``status`` ("completed" | "failed"), ``start_iteration`` (> 0: continued from a checkpoint),
+   ``base_load`` (the base checkpoint's load summary, when the prepared object has one) and
+   ``final=True``. A trial whose checkpoint already
    holds its final record (the driver died before seeing it) just reports that record again.
 
 A trial the scheduler stops never sends ``final=True``: that is how the searcher and the store
@@ -40,7 +43,14 @@ from typing import Any, Protocol
 
 from search.config import PARAM_COLUMNS
 
-__all__ = ["TrialContext", "PreparedLike", "resolve_factory", "run_tune_trial", "pretrain_violations"]
+__all__ = [
+    "TrialContext",
+    "PreparedLike",
+    "resolve_factory",
+    "run_tune_trial",
+    "pretrain_violations",
+    "finished_row",
+]
 
 
 @dataclass
@@ -146,7 +156,7 @@ def run_tune_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     # A trial the store already holds as finished (the driver died after writing its row but before
     # Tune's experiment snapshot) is not trained again: its recorded final result is re-reported.
-    prev = _finished_row(context.store_root, tune.get_context().get_trial_id())
+    prev = finished_row(context.store_root, tune.get_context().get_trial_id())
     if prev is not None:
         state["final"] = prev
         _report(prev, state, None)
@@ -157,6 +167,8 @@ def run_tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     costs = {k: _scalar(v) for k, v in dict(prepared.costs).items()}
     prepare_s = time.time() - t0
     base["prepare_seconds"] = prepare_s
+    if getattr(prepared, "base_load", ""):
+        base["base_load"] = str(prepared.base_load)
 
     bad = pretrain_violations(costs, context.constraints)
     if bad:
@@ -195,6 +207,7 @@ def run_tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     final.update(costs)
     final.update(base)
     final.setdefault("train_seconds", time.time() - t_train)
+    final.setdefault("start_iteration", start_iter)
     status = str(final.get("status") or "completed")
     final.update(
         {
@@ -210,8 +223,9 @@ def run_tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     _report(final, state, None)
 
 
-def _finished_row(store_root: str, trial_id: str | None) -> dict[str, Any] | None:
-    """The store's row of ``trial_id`` as a final result, if it is there and finished."""
+def finished_row(store_root: str, trial_id: str | None) -> dict[str, Any] | None:
+    """The store's row of ``trial_id`` as a final result (marked ``replayed``), if it is there and
+    finished; None otherwise."""
     if not store_root or not trial_id or not Path(store_root, "trials.parquet").exists():
         return None
     from search.results.store import ResultStore
@@ -224,6 +238,7 @@ def _finished_row(store_root: str, trial_id: str | None) -> dict[str, Any] | Non
         return None
     row = {k: v for k, v in rows[0].items() if v is not None}
     row["final"] = True
+    row["replayed"] = True
     row["iteration"] = int(row.get("iterations_done") or 0)
     return row
 

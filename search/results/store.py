@@ -69,6 +69,8 @@ _TRIAL_FIELDS: list[tuple[str, str]] = [
     ("latency_p90_ms", "float64"),
     ("final_loss", "float64"),
     ("iterations_done", "int64"),
+    ("start_iteration", "int64"),  # > 0: the trial continued from a checkpoint at that iteration
+    ("base_load", "string"),  # the base checkpoint's load summary (models.checkpoint.LoadReport.short)
     ("rung", "int64"),
     ("device", "string"),
     ("node", "string"),
@@ -170,7 +172,11 @@ class ResultStore:
             raise UserError(
                 f"{path}: results schema version {version}, this peftsweep reads {SCHEMA_VERSION}"
             )
-        return table.cast(schema)
+        # columns added after a file was written (start_iteration, base_load) read as nulls
+        for f in schema:
+            if f.name not in table.column_names:
+                table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+        return table.select(schema.names).cast(schema)
 
     def _upsert(
         self, name: str, schema: pa.Schema, rows: Sequence[Mapping[str, Any]], key: list[str]

@@ -60,6 +60,10 @@ def test_resume_matches_uninterrupted_training(prepared: PreparedTrial, tmp_path
     rec_first = first.train_and_evaluate(report=save_and_stop)
     assert rec_first.iterations == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]  # no temp file left behind
+    saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    # trainable parameters only: the frozen base is rebuilt from the spec, never saved
+    assert set(saved["tensors"]) == set(start) and len(saved["tensors"]) < len(first.model.state_dict())
+    assert saved["data_order"]["batches_drawn"] == 3 and saved["data_order"]["num_images"] == 5
 
     # A new prepared trial of the same spec (what a retried Ray trial builds), then resume.
     second = prepare_trial(SPEC)
@@ -68,7 +72,9 @@ def test_resume_matches_uninterrupted_training(prepared: PreparedTrial, tmp_path
     resumed_reports: list[tuple[int, dict[str, float]]] = []
     rec = second.train_and_evaluate(report=lambda it, m: resumed_reports.append((it, m)), start_iteration=3)
     assert rec.status == "completed" and rec.iterations == 6
+    assert (rec.start_iteration, rec_full.start_iteration) == (3, 0)
     assert [it for it, _ in resumed_reports] == [6]
+    assert rec.ap == rec_full.ap and rec.to_dict()["start_iteration"] == 3
 
     got, want = _trainable(second), _trainable(full)
     assert set(got) == set(want)
@@ -94,6 +100,9 @@ def test_resume_misuse_is_a_user_error(prepared: PreparedTrial, tmp_path: Path) 
     other = dataclasses.replace(p, spec=dataclasses.replace(p.spec, lr=1e-3), model=copy.deepcopy(p.model))
     with pytest.raises(UserError, match="lr"):
         other.load_state(tmp_path)
+    fewer = dataclasses.replace(p, train_dicts=p.train_dicts[:-1], model=copy.deepcopy(p.model))
+    with pytest.raises(UserError, match="data order"):
+        fewer.load_state(tmp_path)
     (tmp_path / STATE_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="unreadable"):
         p.load_state(tmp_path)

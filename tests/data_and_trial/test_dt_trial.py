@@ -15,7 +15,7 @@ from models.trial import PreparedTrial, TrialRecord, TrialSpec, prepare_trial, r
 CONTRACT_KEYS = {
     "status", "error", "ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "missed_rate", "tp_confidence",
     "small_recall", "trainable_params", "total_params", "trainable_pct", "latency_ms", "latency_p90_ms",
-    "device", "train_seconds", "iterations", "final_loss",
+    "device", "train_seconds", "iterations", "final_loss", "start_iteration", "base_load",
 }  # fmt: skip
 
 SHORT: dict[str, Any] = {

@@ -41,9 +41,9 @@ def test_params_adapter_flags_and_text_output(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--method", "adapter", "--reps", "5"], "adapter.repetitions must be 1..4, got 5"),
-        (["--method", "adapter", "--residual", "both"], "adapter.residual must be one of"),
-        (["--method", "adapter", "--rank", "8"], "--rank does not apply to --method adapter"),
+        (["--method", "adapter", "--reps", "5"], "--reps: must be 1..4, got 5"),
+        (["--method", "adapter", "--residual", "both"], "--residual: must be one of"),
+        (["--method", "adapter", "--rank", "8"], "--rank: does not apply to --method adapter"),
         (["--method", "lora", "--targets", "msda,bogus"], "lora.targets: unknown target set 'bogus'"),
         (["--method", "full_head", "--extra-trainable", "nothing"], "full_head.extra_trainable: pattern"),
     ],

@@ -78,8 +78,18 @@ def test_bad_field_is_named(path: str, value: Any, expect: list[str]) -> None:
 
 
 def test_missing_domains_and_yaml_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="domains: Field required"):
+    with pytest.raises(UserError, match="domains: required"):
         parse_config({"name": "x"})
+    # an unknown key, a missing field and a wrong type at once: every one named, one per line
+    with pytest.raises(UserError) as err:
+        parse_config({"bogus": 1, "budget": {"trials": "ten"}}, source="c.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "c.yaml: domains: required (missing) (3 problems)"
+    assert sorted(lines[1:]) == [
+        "c.yaml: bogus: unknown key (not allowed)",
+        "c.yaml: budget.trials: Input should be a valid integer, unable to parse string as an integer"
+        " (got 'ten')",
+    ]
     p = tmp_path / "c.yaml"
     p.write_text("name: [unclosed")
     with pytest.raises(UserError, match="not valid YAML"):
