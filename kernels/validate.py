@@ -63,7 +63,11 @@ def check_levels(spatial_shapes: torch.Tensor, level_start_index: torch.Tensor, 
     if _remembered(spatial_shapes, level_start_index, length):
         return
     # one host copy of both (3L integers): a single synchronisation when they live on the GPU
-    both = torch.cat([spatial_shapes.reshape(-1), level_start_index.reshape(-1)]).to("cpu", torch.int64)
+    parts = [spatial_shapes.reshape(-1).long(), level_start_index.reshape(-1).long()]
+    if parts[0].device == parts[1].device:
+        both = torch.cat(parts).cpu()
+    else:  # callers may keep one of them on the host
+        both = torch.cat([x.cpu() for x in parts])
     num_levels = spatial_shapes.shape[0]
     hw = both[: 2 * num_levels].view(num_levels, 2).tolist()
     starts = both[2 * num_levels :].tolist()
