@@ -16,6 +16,11 @@ and reported as a fraction of the whole grid's hypervolume, under two reference 
   grid's Pareto front (nadir + 10 % of the front's range), so only the front region counts and a
   single best point the sampler has not met yet can cost much of the hypervolume.
 
+Each sampler gets the space encoded as a sweep's searcher encodes it for that sampler (TPE's
+conditional space with ``group=True``; NSGA-II and GP the flat encoding, see
+:mod:`search.engine.samplers`). ``--engine`` replays the table through the engine instead (Ray
+Tune, the searcher, MO-ASHA, ``--concurrency`` trials at once: :mod:`search.benchmarks.engine_replay`).
+
 Target: >= 95 % of the grid's hypervolume (``sweep`` reference) within a third of the grid's trials,
 on the mean over seeds (the curve the bench reports); the worst seed and how many seeds reach it
 alone are printed beside it.

@@ -104,7 +104,7 @@ class ModelAccounting:
     @classmethod
     def for_sweep(
         cls, model: Mapping[str, Any], domain: Mapping[str, Any]
-    ) -> ModelAccounting:  # pragma: no cover - thin: reads files, covered by the sweep tests
+    ) -> ModelAccounting:
         base = None
         ckpt = model.get("base_checkpoint")
         if ckpt:
