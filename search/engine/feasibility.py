@@ -102,9 +102,7 @@ class ModelAccounting:
     _counts: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def for_sweep(
-        cls, model: Mapping[str, Any], domain: Mapping[str, Any]
-    ) -> ModelAccounting:
+    def for_sweep(cls, model: Mapping[str, Any], domain: Mapping[str, Any]) -> ModelAccounting:
         base = None
         ckpt = model.get("base_checkpoint")
         if ckpt:
