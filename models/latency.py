@@ -4,7 +4,7 @@
 under ``torch.inference_mode`` on one fixed-size input: ``warmup`` untimed passes, then ``runs``
 timed passes; it reports the median and the 90th percentile. On CUDA each pass is timed with CUDA
 events (GPU time, synchronised); on CPU with ``time.perf_counter``. The caller is responsible for
-passing the model in its deployed form: LoRA merged (``models.peft.merge_for_inference``),
+passing the model in its deployed form: peft methods merged (``models.peft.merge_for_inference``),
 sequential adapters in place — :func:`deployed_copy` produces that from a training-time model.
 
 Importing this module is cheap (torch is imported inside functions).
@@ -58,9 +58,11 @@ class LatencyResult:
         )
 
 
-# Methods whose deployed network runs exactly the base network's computation: LoRA is merged into
-# the weights it adapts (F.linear on W + scale * B A), the head baselines only change weights.
-_BASE_COMPUTATION = frozenset({"lora", "full_head", "decoder_only", "class_mask"})
+# Methods whose deployed network runs exactly the base network's computation: the peft methods
+# merge into the weights they adapt (LoRA and its variants: W + scale * B A, DoRA's row rescaling,
+# PiSSA / OLoRA's residual + B A; LoHa: W + its Hadamard product; IA3: rows of W and b scaled) and
+# a split attention is packed back; the head baselines only change weights.
+_BASE_COMPUTATION = frozenset({"lora", "loha", "ia3", "full_head", "decoder_only", "class_mask"})
 
 
 def deployed_architecture(method_config: Any) -> str:

@@ -1,21 +1,27 @@
-"""PEFT methods for instance-segmentation models: LoRA, sequential adapters, head baselines.
+"""PEFT methods for instance-segmentation models: peft-library methods (LoRA with DoRA / rsLoRA /
+PiSSA / OLoRA, LoHa, IA3), sequential adapters, head baselines.
 
 Public API (team contract):
 
 - ``build_method_config(name, **params) -> MethodConfig`` (UserError naming a bad field)
 - ``apply_method(model, config, *, reinitialized=(), spec=None) -> PeftModelInfo``
-- ``merge_for_inference(model)`` (LoRA folded into plain layers; adapters stay),
-  ``merge_lora(model)`` / ``unmerge_lora(model)`` (reversible)
+- ``merge_for_inference(model)`` (peft layers merged and unloaded, split attentions packed: the
+  base's structure and official keys; adapters stay), ``merge_lora(model)`` / ``unmerge_lora(model)``
+  (every peft layer, reversible)
 - ``count_parameters(model) -> ParamCounts(total, trainable, trainable_pct)`` (unique tensors)
-- ``save_artifact(model, config, path, base_name)`` / ``load_artifact(model, path)``
+- ``save_artifact(model, config, path, base_name)`` / ``load_artifact(model, path)`` (peft's
+  ``adapter_config.json`` + ``adapter_model.safetensors`` for peft methods, base fingerprint
+  checked), ``peft_model_from_artifact(model, path)`` (peft's own ``PeftModel.from_pretrained``)
 - ``METHODS`` (name -> MethodEntry), per-family target tables in :mod:`models.peft.targets`.
 
-Why our own LoRA layers rather than the ``peft`` library: peft wraps a target as
-``<name>.base_layer`` (renaming the base state_dict keys), its MultiheadAttention LoRA adapts the
-whole packed in_proj (q, k and v: the paper's listed defect) plus out_proj, and the kernels' fused
-MSDA path needs ``kernels.LoRALinear`` on ``sampling_offsets``/``value_proj``. One layer
-family for every target keeps base keys unchanged and gives one merge path
-(``W <- W + (alpha / rank) * B A``). peft has no sequential bottleneck adapter either.
+Why peft for LoRA, LoHa and IA3: its layers, variants, merging and saved format are what PEFT users
+expect and know. Where its built-in layer differs from the paper the project adapts the input:
+a packed ``nn.MultiheadAttention`` target is split into q/k/v ``nn.Linear`` blocks
+(:mod:`models.peft.split_attention`) so peft adapts q and v only (peft's own MultiheadAttention
+LoRA adapts all of in_proj plus out_proj), and peft's custom-module dispatch gives every
+``nn.Linear`` target the project's :class:`~models.peft.lora.FusedLoraLinear` (peft's layer plus
+the hook the fused MSDA kernel reads the ``sampling_offsets`` factors through). peft has no
+sequential bottleneck adapter: :mod:`models.peft.adapter` is the project's own.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.peft.accounting import ParamCounts, count_parameters
-    from models.peft.artifact import base_fingerprint, load_artifact, save_artifact
+    from models.peft.artifact import base_fingerprint, load_artifact, peft_model_from_artifact, save_artifact
     from models.peft.config import MethodConfig
+    from models.peft.library import peft_layers
     from models.peft.lora import merge_for_inference, merge_lora, unmerge_lora
     from models.peft.registry import (
         METHODS,
@@ -55,6 +62,8 @@ __all__ = [
     "load_artifact",
     "merge_for_inference",
     "merge_lora",
+    "peft_layers",
+    "peft_model_from_artifact",
     "register_method",
     "register_peft_spec",
     "save_artifact",
@@ -69,6 +78,8 @@ _WHERE = {
     "base_fingerprint": "artifact",
     "load_artifact": "artifact",
     "save_artifact": "artifact",
+    "peft_model_from_artifact": "artifact",
+    "peft_layers": "library",
     "MethodConfig": "config",
     "merge_for_inference": "lora",
     "merge_lora": "lora",

@@ -20,7 +20,11 @@ from models.peft.accounting import ParamCounts, count_parameters, unique_paramet
 from models.peft.adapter import AdapterConfig, apply_adapters
 from models.peft.config import MethodConfig, make_config
 from models.peft.head import ClassMaskConfig, DecoderOnlyConfig, FullHeadConfig, HeadConfig, baseline_patterns
-from models.peft.lora import LoraConfig, apply_lora, lora_modules
+from models.peft.ia3 import Ia3Config
+from models.peft.library import LibraryConfig, inject_library_method, peft_layers
+from models.peft.loha import LohaConfig
+from models.peft.lora import LoraConfig
+from models.peft.split_attention import SplitAttention
 from models.peft.targets import PeftSpec, get_peft_spec
 from models.peft.trainable import set_trainable
 
@@ -53,7 +57,7 @@ def _no_inject(model: nn.Module, config: Any, spec: PeftSpec) -> list[str]:
     return []
 
 
-def _peft_patterns(config: LoraConfig | AdapterConfig, spec: PeftSpec) -> tuple[str, ...]:
+def _peft_patterns(config: LibraryConfig | AdapterConfig, spec: PeftSpec) -> tuple[str, ...]:
     return spec.head_trainable if config.train_heads else ()
 
 
@@ -68,7 +72,16 @@ def register_method(entry: MethodEntry) -> None:
     METHODS[entry.name] = entry
 
 
-register_method(MethodEntry("lora", LoraConfig, apply_lora, _peft_patterns, True, "low-rank updates"))
+# LoRA (DoRA, rsLoRA, PiSSA / OLoRA inits), LoHa and IA3 are applied with the peft library.
+register_method(
+    MethodEntry("lora", LoraConfig, inject_library_method, _peft_patterns, True, "low-rank updates (peft)")
+)
+register_method(
+    MethodEntry("loha", LohaConfig, inject_library_method, _peft_patterns, True, "low-rank Hadamard (peft)")
+)
+register_method(
+    MethodEntry("ia3", Ia3Config, inject_library_method, _peft_patterns, True, "learned output scales (peft)")
+)
 register_method(
     MethodEntry("adapter", AdapterConfig, apply_adapters, _peft_patterns, True, "bottleneck adapters")
 )
@@ -128,9 +141,11 @@ class PeftModelInfo:
 
 
 def _check_unadapted(model: nn.Module) -> None:
-    if hasattr(model, PEFT_INFO_ATTR) or lora_modules(model):
+    if hasattr(model, PEFT_INFO_ATTR) or peft_layers(model):
         raise ValueError("model already has a PEFT method applied; build a fresh base model")
     for name, module in model.named_modules():
+        if isinstance(module, SplitAttention):
+            raise ValueError(f"{name} was split for an adapter; build a fresh base model")
         if isinstance(module, AdapterSite) and len(module.adapters):
             raise ValueError(f"{name} already holds adapters; build a fresh base model")
 

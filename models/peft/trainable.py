@@ -16,15 +16,21 @@ from torch import nn
 
 from models.errors import UserError
 
-__all__ = ["PEFT_PARAM_MARKERS", "is_peft_param", "name_matches", "set_trainable"]
+__all__ = ["PEFT_PARAM_MARKERS", "PEFT_PARAM_PREFIXES", "is_peft_param", "name_matches", "set_trainable"]
 
-# Parameter-name components that only PEFT modules create (LoRA factors, adapter stacks).
-PEFT_PARAM_MARKERS: tuple[str, ...] = ("lora_A", "lora_B", "adapters")
+# Parameter-name components that only PEFT modules create: the bottleneck adapter stacks, and
+# the adapter tensors of peft's layers (LoRA factors and DoRA magnitudes, LoHa factors, IA3
+# scales), whose names start with the method's prefix.
+PEFT_PARAM_MARKERS: tuple[str, ...] = ("adapters",)
+PEFT_PARAM_PREFIXES: tuple[str, ...] = ("lora_", "hada_", "lokr_", "ia3_")
 
 
 def is_peft_param(name: str) -> bool:
     """True for parameters (and state_dict keys) added by a PEFT method."""
-    return any(part in PEFT_PARAM_MARKERS for part in name.split("."))
+    return any(
+        part in PEFT_PARAM_MARKERS or (part.startswith(PEFT_PARAM_PREFIXES) and part != "lora_dropout")
+        for part in name.split(".")
+    )
 
 
 def _prefixes(name: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""``peftsweep bench latency``: base vs merged LoRA vs adapters x1..xN, ratios measured in one run.
+"""``peftsweep bench latency``: base vs merged peft methods (LoRA, DoRA, LoHa, IA3) vs adapters x1..xN,
+ratios measured in one run.
 
 Importing this module is cheap (torch is imported inside functions), because the CLI parser
 imports it to build the benchmark's arguments. Measurement itself is :mod:`models.latency`.
@@ -15,6 +16,15 @@ from models.latency import deployed_copy, measure_latency_interleaved
 
 __all__ = ["add_arguments", "main"]
 
+# --peft name -> (method, params besides the rank); each is deployed merged, like LoRA.
+_PEFT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dora": ("lora", {"use_dora": True}),
+    "rslora": ("lora", {"use_rslora": True}),
+    "pissa": ("lora", {"init": "pissa"}),
+    "loha": ("loha", {}),
+    "ia3": ("ia3", {}),
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``peftsweep bench latency``."""
@@ -24,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-rank", type=int, default=8, help="rank of LoRA, DoRA and LoHa")
+    parser.add_argument(
+        "--peft",
+        default="",
+        help="comma-separated peft variants to add, merged: " + ",".join(_PEFT_VARIANTS) + " (default none)",
+    )
     parser.add_argument("--max-repetitions", type=int, default=4, help="adapters x1..xN")
     parser.add_argument(
         "--json", dest="json_out", default=None, help="also write the table to this json file"
@@ -45,7 +60,13 @@ def _resolve_device(name: str) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Base vs merged LoRA vs adapters x1..xN at one input size; prints latencies and ratios to base."""
+    """Base vs merged peft methods vs adapters x1..xN at one input size; prints latencies and ratios.
+
+    ``--peft dora,loha,ia3`` adds those methods, merged. The base's all-zero weight matrices (the
+    upstream init of the MSDA offsets and attention weights) get small values first, as
+    pretraining gives them: DoRA needs a direction in every adapted row, and latency does not
+    depend on the values.
+    """
     import torch
 
     import models
@@ -57,25 +78,38 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--runs must be >= 1, --warmup and --max-repetitions >= 0")
     torch.manual_seed(0)
     base = models.build_model(args.model, args.num_classes)
+    with torch.no_grad():
+        for p in base.parameters():
+            if p.dim() == 2 and not p.any():
+                p.normal_(0.0, 0.02)
     size = args.image_size or int(getattr(base, "image_size", 0) or 0) or 128
 
-    variants: list[tuple[str, Any]] = [("base", None), (f"lora r{args.lora_rank} merged", None)]
-    variants += [(f"adapter x{k}", k) for k in range(1, args.max_repetitions + 1)]
+    r = args.lora_rank
+    peft = [p.strip() for p in args.peft.split(",") if p.strip()]
+    bad = [p for p in peft if p not in _PEFT_VARIANTS]
+    if bad:
+        raise UserError(f"--peft: unknown variant {bad[0]!r}; allowed: {', '.join(_PEFT_VARIANTS)}")
+    variants: list[tuple[str, str, dict[str, Any]]] = [
+        ("base", "", {}),
+        (f"lora r{r} merged", "lora", {"rank": r}),
+    ]
+    for name in peft:
+        method, extra = _PEFT_VARIANTS[name]
+        params = extra if method == "ia3" else {"rank": r, **extra}
+        variants.append((f"{name}{'' if method == 'ia3' else f' r{r}'} merged", method, params))
+    variants += [(f"adapter x{k}", "adapter", {"repetitions": k}) for k in range(1, args.max_repetitions + 1)]
     base_state = base.state_dict()
     deployed: dict[str, Any] = {}
-    for label, reps in variants:
-        if label == "base":
+    for label, method, params in variants:
+        if not method:
             deployed[label] = base.eval()
             continue
         model = models.build_model(args.model, args.num_classes)
         model.load_state_dict(base_state)
-        if reps is None:
-            apply_method(model, build_method_config("lora", rank=args.lora_rank))
-        else:
-            apply_method(model, build_method_config("adapter", repetitions=reps))
+        apply_method(model, build_method_config(method, **params))
         deployed[label] = deployed_copy(model)
     results = measure_latency_interleaved(deployed, size, dev, warmup=args.warmup, runs=args.runs)
-    rows: list[dict[str, Any]] = [{"variant": label, **results[label].to_dict()} for label, _ in variants]
+    rows: list[dict[str, Any]] = [{"variant": label, **results[label].to_dict()} for label, _, _ in variants]
     base_ms = rows[0]["median_ms"]
     print(f"latency, {args.model}, {size}x{size}, batch 1, {rows[0]['device']}, median of {args.runs}")
     print(f"{'variant':<20} {'median ms':>10} {'p90 ms':>10} {'vs base':>9}")

@@ -1,6 +1,8 @@
 """``peftsweep params``: total and trainable parameters of a model with a PEFT method applied.
 
-Example: ``peftsweep params --model maskdino_r50 --num-classes 80 --method lora --rank 8 --json``.
+Example: ``peftsweep params --model maskdino_r50 --num-classes 80 --method lora --rank 8 --json``;
+peft's LoRA variants (``--dora``, ``--rslora``, ``--init pissa``) and sibling methods (``--method loha``,
+``--method ia3``) count the same way.
 The model is built on the ``meta`` device by default (shapes only, no memory, no init cost), which
 is exact for counting; ``--device cpu`` builds real weights.
 """
@@ -13,7 +15,8 @@ from typing import Any
 
 __all__ = ["add_params_arguments", "run_params", "method_params_from_args"]
 
-_METHODS = ("lora", "adapter", "full_head", "decoder_only", "class_mask")
+_METHODS = ("lora", "loha", "ia3", "adapter", "full_head", "decoder_only", "class_mask")
+_LORA_INITS = ("default", "gaussian", "pissa", "olora")  # models.peft.lora.config.LORA_INITS (no torch here)
 
 
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +25,13 @@ def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-classes", type=int, default=80, help="class count of the head (default 80)")
     parser.add_argument("--method", required=True, choices=_METHODS, help="PEFT method")
-    lora = parser.add_argument_group("lora")
-    lora.add_argument("--rank", type=int, help="LoRA rank (default 8)")
-    lora.add_argument("--alpha", type=float, help="LoRA alpha (default 8)")
-    lora.add_argument(
-        "--targets", help="comma-separated LoRA target sets (default: the model family's recipe)"
-    )
+    lora = parser.add_argument_group("lora, loha, ia3 (peft)")
+    lora.add_argument("--rank", type=int, help="LoRA / LoHa rank (default 8)")
+    lora.add_argument("--alpha", type=float, help="LoRA / LoHa alpha (default 8)")
+    lora.add_argument("--targets", help="comma-separated target sets (default: the model family's recipe)")
+    lora.add_argument("--dora", action="store_true", default=None, help="LoRA: DoRA magnitudes")
+    lora.add_argument("--rslora", action="store_true", default=None, help="LoRA: scaling alpha / sqrt(rank)")
+    lora.add_argument("--init", choices=_LORA_INITS, help="LoRA: factor initialisation (default: default)")
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--reps", type=int, help="adapter repetitions per site, 1..4 (default 1)")
     adapter.add_argument(
@@ -52,10 +56,12 @@ def add_params_arguments(parser: argparse.ArgumentParser) -> None:
 def method_params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The method config fields given on the command line (others keep their defaults)."""
     fields: dict[str, tuple[str, ...]] = {
-        "lora": ("rank", "alpha", "targets"),
+        "lora": ("rank", "alpha", "targets", "dora", "rslora", "init"),
+        "loha": ("rank", "alpha", "targets"),
+        "ia3": ("targets",),
         "adapter": ("reps", "placement", "residual", "reduction"),
     }
-    rename = {"reps": "repetitions"}
+    rename = {"reps": "repetitions", "dora": "use_dora", "rslora": "use_rslora"}
     params: dict[str, Any] = {}
     for flag in fields.get(args.method, ()):
         value = getattr(args, flag)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "METHODS",
+    "LORA_INITS",
     "LORA_TARGETS",
     "ADAPTER_PLACEMENTS",
     "ADAPTER_RESIDUALS",
@@ -20,7 +21,10 @@ __all__ = [
     "allowed_names",
 ]
 
-METHODS = ("lora", "adapter", "full_head", "decoder_only", "class_mask")
+# loha and ia3 (peft) come last so the earlier names keep their positions.
+METHODS = ("lora", "adapter", "full_head", "decoder_only", "class_mask", "loha", "ia3")
+# LoRA initialisations (models.peft.lora.config.LORA_INITS; spelled here so configs import no torch).
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
 # Fallbacks when models.peft is not importable; the live lists come from models.peft (see allowed_names).
 LORA_TARGETS = ("msda", "msda_attention_weights", "msda_output_proj", "dec_self_qv", "enc_ffn", "dec_ffn")
 ADAPTER_PLACEMENTS = ("enc_self", "dec_self", "dec_cross")
@@ -80,6 +84,13 @@ PARAM_NAMES = (
     "adapter_placement",
     "adapter_residual",
     "adapter_reduction",
+    "lora_dora",
+    "lora_rslora",
+    "lora_init",
+    "loha_rank",
+    "loha_alpha",
+    "loha_targets",
+    "ia3_targets",
     "lr",
     "iterations",
 )
@@ -95,6 +106,13 @@ PARAM_COLUMNS: dict[str, str] = {
     "adapter_placement": "string",
     "adapter_residual": "string",
     "adapter_reduction": "int64",
+    "lora_dora": "bool",
+    "lora_rslora": "bool",
+    "lora_init": "string",
+    "loha_rank": "int64",
+    "loha_alpha": "float64",
+    "loha_targets": "string",
+    "ia3_targets": "string",
     "lr": "float64",
     "iterations": "int64",
 }

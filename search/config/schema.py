@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from search.config.names import (
     KNOWN_METRICS,
+    LORA_INITS,
     METHODS,
     PARAM_NAMES,
     PRETRAIN_METRICS,
@@ -23,6 +24,8 @@ __all__ = [
     "ModelSettings",
     "DomainSpec",
     "LoraSpace",
+    "LohaSpace",
+    "Ia3Space",
     "AdapterSpace",
     "FloatRange",
     "SearchSpaceConfig",
@@ -84,12 +87,26 @@ class LoraSpace(_Strict):
     # An empty set (the default) means the model family's default_lora_targets (Mask DINO: msda +
     # dec_self_qv; SEEM: enc/dec self + cross q,v), resolved when the LoRA config meets the model.
     targets: list[list[str]] = Field(default_factory=_family_default_targets, min_length=1)
+    # peft's LoRA variants (models.peft.lora.config): DoRA magnitudes, rank-stabilised scaling,
+    # factor initialisation (default, gaussian, pissa, olora). The defaults keep plain LoRA; a
+    # field left at its default adds no parameter to the trials.
+    use_dora: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    use_rslora: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    init: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
 
     @field_validator("rank")
     @classmethod
     def _rank(cls, v: list[int]) -> list[int]:
         if any(r < 1 for r in v):
             raise ValueError("every rank must be >= 1")
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: list[str]) -> list[str]:
+        bad = [i for i in v if i not in LORA_INITS]
+        if bad:
+            raise ValueError(f"unknown init {bad[0]!r}; allowed: {', '.join(LORA_INITS)}")
         return v
 
     @field_validator("alpha")
@@ -108,6 +125,53 @@ class LoraSpace(_Strict):
             if bad:
                 raise ValueError(f"unknown target {bad[0]!r}; allowed: {', '.join(allowed)}")
         return v
+
+
+def _check_targets(v: list[list[str]]) -> list[list[str]]:
+    allowed = allowed_names("targets")
+    for group in v:
+        bad = [t for t in group if t not in allowed]
+        if bad:
+            raise ValueError(f"unknown target {bad[0]!r}; allowed: {', '.join(allowed)}")
+    return v
+
+
+class LohaSpace(_Strict):
+    """LoHa sub-space (peft): categorical choices; targets are the LoRA target sets."""
+
+    rank: list[int] = Field(default_factory=lambda: [4, 8], min_length=1)
+    alpha: list[float] = Field(default_factory=lambda: [8.0], min_length=1)
+    targets: list[list[str]] = Field(default_factory=_family_default_targets, min_length=1)
+
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: list[int]) -> list[int]:
+        if any(r < 1 for r in v):
+            raise ValueError("every rank must be >= 1")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: list[float]) -> list[float]:
+        if any(not (a > 0 and math.isfinite(a)) for a in v):
+            raise ValueError("every alpha must be a positive number")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[list[str]]) -> list[list[str]]:
+        return _check_targets(v)
+
+
+class Ia3Space(_Strict):
+    """IA3 sub-space (peft): which target sets get learned output scales."""
+
+    targets: list[list[str]] = Field(default_factory=_family_default_targets, min_length=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[list[str]]) -> list[list[str]]:
+        return _check_targets(v)
 
 
 class AdapterSpace(_Strict):
@@ -175,6 +239,8 @@ class SearchSpaceConfig(_Strict):
 
     methods: list[str] = Field(default_factory=lambda: ["lora", "adapter"], min_length=1)
     lora: LoraSpace = Field(default_factory=lambda: LoraSpace())
+    loha: LohaSpace = Field(default_factory=lambda: LohaSpace())
+    ia3: Ia3Space = Field(default_factory=lambda: Ia3Space())
     adapter: AdapterSpace = Field(default_factory=lambda: AdapterSpace())
     lr: FloatRange = Field(default_factory=lambda: FloatRange(low=1e-4, high=3e-3))
     # When set, lr is categorical over these values instead of the continuous range (grids, benches).

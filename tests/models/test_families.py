@@ -46,8 +46,8 @@ def test_seem_is_found_without_importing_it_first() -> None:
         print(len(info.injected))
         """
     )
-    # seem_tiny: 2 encoder self-attentions + 3 decoder cross-attentions
-    assert out.split()[-1] == "5"
+    # seem_tiny: 2 encoder self-attentions + 3 decoder cross-attentions, each adapted on q and v
+    assert out.split()[-1] == "10"
 
 
 def test_search_config_knows_seem_names_in_a_fresh_process() -> None:

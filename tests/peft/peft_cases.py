@@ -52,14 +52,66 @@ LORA_CASES: list[tuple[str, dict[str, Any]]] = [
     ("lora-regex", {"targets": [r"re:.*decoder\.layers\.\d+\.(linear1|self_attn)"], "mha_slices": ["v"]}),
 ]
 
+# peft's LoRA variants and sibling methods on the same target sets (method, params).
+LIBRARY_CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("lora-dora", "lora", {"use_dora": True}),
+    ("lora-rslora-r4", "lora", {"rank": 4, "alpha": 4.0, "use_rslora": True}),
+    ("lora-pissa", "lora", {"init": "pissa"}),
+    (
+        "lora-olora-dora-ffn",
+        "lora",
+        {"init": "olora", "use_dora": True, "targets": ["dec_self_qv", "dec_ffn"]},
+    ),
+    ("lora-gaussian-dropout", "lora", {"init": "gaussian", "dropout": 0.1}),
+    ("loha", "loha", {}),
+    (
+        "loha-r2-all-sets",
+        "loha",
+        {"rank": 2, "targets": ["msda", "msda_output_proj", "dec_self_qv", "enc_ffn"]},
+    ),
+    ("ia3", "ia3", {}),
+    (
+        "ia3-ffn-regex",
+        "ia3",
+        {"targets": ["enc_ffn", r"re:.*decoder\.layers\.\d+\.self_attn"], "mha_slices": ["k"]},
+    ),
+]
+
+LIBRARY_METHODS = ("lora", "loha", "ia3")
+
 HEAD_CASES: list[tuple[str, dict[str, Any]]] = [("full_head", {}), ("decoder_only", {}), ("class_mask", {})]
 
 
 def all_cases() -> list[tuple[str, str, dict[str, Any]]]:
     cases = [(cid, "lora", p) for cid, p in LORA_CASES]
+    cases += LIBRARY_CASES
     cases += [(cid, "adapter", p) for cid, p in adapter_cases()]
     cases += [(cid, cid, p) for cid, p in HEAD_CASES]
     return cases
+
+
+def added_parameters(method: str, params: dict[str, Any], linears: list[tuple[int, int]]) -> int:
+    """Parameters a peft-library method adds for adapted linears ``[(in, out), ...]``, from the
+    papers: LoRA r(in + out) (+ out magnitudes with DoRA), LoHa 2 r (in + out), IA3 out."""
+    r = params.get("rank", 8)
+    if method == "lora":
+        return sum(r * (i + o) + (o if params.get("use_dora") else 0) for i, o in linears)
+    if method == "loha":
+        return sum(2 * r * (i + o) for i, o in linears)
+    if method == "ia3":
+        return sum(o for _, o in linears)
+    raise ValueError(method)
+
+
+def make_trained_like(model: nn.Module, seed: int = 7) -> nn.Module:
+    """Give all-zero weight matrices (upstream's init of MSDA offsets / attention weights) small
+    values, as pretraining would: DoRA needs a direction in every adapted row."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return model
 
 
 def grad_vs_trainable(

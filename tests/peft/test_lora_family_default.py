@@ -8,8 +8,8 @@ import pytest
 
 from models import build_model
 from models.peft import apply_method, build_method_config, get_peft_spec
+from models.peft.library.targets import resolve_targets
 from models.peft.lora.config import LoraConfig
-from models.peft.lora.model import resolve_lora_targets
 
 
 @pytest.mark.parametrize(
@@ -26,8 +26,8 @@ def test_default_targets_are_the_family_recipe(name: str, family_default: tuple[
     spec = get_peft_spec(model)
     assert spec.default_lora_targets == family_default
     explicit = LoraConfig(targets=family_default)
-    implied = resolve_lora_targets(model, default, spec)
-    assert implied == resolve_lora_targets(model, explicit, spec)
+    implied = resolve_targets(model, default, spec)
+    assert implied == resolve_targets(model, explicit, spec)
     assert implied  # the recipe selects modules
     info_default = apply_method(model, default)
     other = build_model(name, num_classes=2)

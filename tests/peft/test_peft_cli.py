@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from models.peft import apply_method, build_method_config
 from search.cli import main
 
 
-def _params(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+def _params(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     assert main(["params", *argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
@@ -96,3 +97,52 @@ def test_full_head_counts_match_official_models(capsys: pytest.CaptureFixture[st
     total, backbone = OFFICIAL[model]
     out = _params(capsys, "--model", model, "--num-classes", "80", "--method", "full_head")
     assert (out["total"], out["trainable"]) == (total, total - backbone)
+
+
+# peft's LoRA variants and sibling methods at the paper's two Mask DINO sizes (80 classes, the
+# family's default targets: offsets + value projections of 15 MSDA modules, q and v of 9 decoder
+# self-attentions), checked against the papers' per-linear counts: LoRA r (in + out), DoRA adds
+# one magnitude per output row, LoHa 2 r (in + out), IA3 one scale per output row.
+@pytest.mark.parametrize("model", ["maskdino_r50", pytest.param("maskdino_swinl", marks=pytest.mark.slow)])
+def test_params_of_peft_methods(capsys: pytest.CaptureFixture[str], model: str) -> None:
+    from models.peft.targets import MASKDINO_SPEC
+
+    assert MASKDINO_SPEC.default_lora_targets == ("msda", "dec_self_qv")
+    with torch.device("meta"):
+        base = build_model(model, 80)
+    cfg: Any = base.cfg
+    h, offsets = cfg.hidden_dim, cfg.nheads * cfg.total_num_feature_levels * cfg.n_points * 2
+    linears = (cfg.enc_layers + cfg.dec_layers) * [(h, offsets), (h, h)] + cfg.dec_layers * 2 * [(h, h)]
+    s_io, s_out = sum(i + o for i, o in linears), sum(o for _, o in linears)
+    pred: Any = base.sem_seg_head.predictor
+    heads = sum(
+        p.numel() for m in (pred.class_embed, pred.mask_embed, pred._bbox_embed) for p in m.parameters()
+    )
+    common = ("--model", model, "--num-classes", "80")
+    got = {
+        name: _params(capsys, *common, "--method", *argv)
+        for name, argv in {
+            "lora": ["lora", "--rank", "8"],
+            "dora": ["lora", "--rank", "8", "--dora"],
+            "rslora_pissa": ["lora", "--rank", "8", "--rslora", "--init", "pissa"],
+            "loha": ["loha", "--rank", "4"],
+            "ia3": ["ia3"],
+        }.items()
+    }
+    assert got["lora"]["trainable"] == 8 * s_io + heads
+    assert got["dora"]["trainable"] == 8 * s_io + s_out + heads
+    assert got["rslora_pissa"]["trainable"] == got["lora"]["trainable"]  # scaling and init add nothing
+    assert got["loha"]["trainable"] == 2 * 4 * s_io + heads
+    assert got["ia3"]["trainable"] == s_out + heads
+    for out in got.values():  # the added tensors are all trainable; the base is unchanged
+        assert int(out["total"]) - int(out["trainable"]) == int(got["ia3"]["total"]) - int(
+            got["ia3"]["trainable"]
+        )
+    assert got["dora"]["config"]["use_dora"] is True and got["rslora_pissa"]["config"]["init"] == "pissa"
+
+
+def test_params_flags_of_other_methods_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["params", "--model", "maskdino_tiny", "--method", "ia3", "--rank", "4"]) == 2
+    assert "does not apply to --method ia3" in capsys.readouterr().err
+    assert main(["params", "--model", "maskdino_tiny", "--method", "loha", "--dora"]) == 2
+    assert "does not apply to --method loha" in capsys.readouterr().err

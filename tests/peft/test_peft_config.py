@@ -11,7 +11,7 @@ from models.peft.lora import LoraConfig
 
 
 def test_registry_names() -> None:
-    assert set(METHODS) == {"lora", "adapter", "full_head", "decoder_only", "class_mask"}
+    assert set(METHODS) == {"lora", "loha", "ia3", "adapter", "full_head", "decoder_only", "class_mask"}
 
 
 def test_paper_defaults() -> None:
@@ -19,6 +19,7 @@ def test_paper_defaults() -> None:
     assert isinstance(lora, LoraConfig)
     # targets () = the model family's default_lora_targets (tests/peft/test_lora_family_default.py)
     assert (lora.rank, lora.alpha, lora.targets, lora.mha_slices) == (8, 8.0, (), ("q", "v"))
+    assert (lora.use_dora, lora.use_rslora, lora.init) == (False, False, "default")  # plain LoRA
     ad = build_method_config("adapter")
     assert isinstance(ad, AdapterConfig)
     assert (ad.repetitions, ad.reduction, ad.residual, ad.activation) == (1, 4, "kappa+lambda", "relu")
@@ -65,7 +66,15 @@ BAD: list[tuple[str, dict[str, object], str]] = [
     ("adapter", {"train_heads": "maybe"}, "adapter.train_heads must be a boolean"),
     ("full_head", {"rank": 8}, "full_head: unknown field 'rank'"),
     ("class_mask", {"extra_trainable": ["("]}, "class_mask.extra_trainable: bad regular expression"),
-    ("nope", {}, "method must be one of lora, adapter, full_head, decoder_only, class_mask"),
+    ("lora", {"init": "svd"}, "lora.init must be one of default, gaussian, pissa, olora; got 'svd'"),
+    ("lora", {"use_dora": "sometimes"}, "lora.use_dora must be a boolean"),
+    ("loha", {"rank": 0}, "loha.rank must be 1..1024, got 0"),
+    ("loha", {"alpha": -1}, "loha.alpha must be > 0"),
+    ("loha", {"module_dropout": 1.0}, "loha.module_dropout must be in [0, 1)"),
+    ("loha", {"targets": ["nope"]}, "loha.targets: unknown target set 'nope'"),
+    ("ia3", {"rank": 8}, "ia3: unknown field 'rank'"),
+    ("ia3", {"mha_slices": ["x"]}, "ia3.mha_slices must be one of q, k, v"),
+    ("nope", {}, "method must be one of lora, loha, ia3, adapter, full_head, decoder_only, class_mask"),
 ]
 
 

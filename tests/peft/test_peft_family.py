@@ -96,7 +96,8 @@ def test_lora_on_plain_attention(registered: None) -> None:
     with torch.no_grad():
         before = model(X)
     info = apply_method(model, build_method_config("lora", targets=["attn_qv"], rank=2))
-    assert len(info.injected) == 4 and info.trainable == 4 * 2 * 2 * (E + E) + (E * 3 + 3)
+    # 4 attentions x (q, v): peft adapts each split projection
+    assert len(info.injected) == 8 and info.trainable == 4 * 2 * 2 * (E + E) + (E * 3 + 3)
     with torch.no_grad():
         after = model.requires_grad_(False)(X)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)

@@ -8,9 +8,19 @@ from typing import Any
 
 import pytest
 import torch
-from peft_cases import all_cases, grad_vs_trainable, layernorm_params, perturb_trainable, synthetic_sample
+from peft_cases import (
+    LIBRARY_METHODS,
+    added_parameters,
+    all_cases,
+    grad_vs_trainable,
+    layernorm_params,
+    make_trained_like,
+    perturb_trainable,
+    synthetic_sample,
+)
 from torch import nn
 
+from kernels.lora import fused_lora_terms
 from models import build_model
 from models.errors import UserError
 from models.layers import AdapterSite
@@ -24,7 +34,10 @@ from models.peft import (
     save_artifact,
     unmerge_lora,
 )
-from models.peft.lora import LoRALinear, LoRAMultiheadAttention
+from models.peft.artifact import ADAPTER_WEIGHTS, FINGERPRINT_KEY, peft_model_from_artifact
+from models.peft.library import peft_layers
+from models.peft.lora import FusedLoraLinear
+from models.peft.split_attention import SplitAttention
 
 CASES = all_cases()
 IDS = [c[0] for c in CASES]
@@ -34,7 +47,7 @@ CLASSES = 3
 @pytest.fixture(scope="module")
 def base_model() -> Any:  # MaskDINO; Any: its submodules are reached by attribute below
     torch.manual_seed(0)
-    return build_model("maskdino_tiny", num_classes=CLASSES)
+    return make_trained_like(build_model("maskdino_tiny", num_classes=CLASSES))
 
 
 def _fresh(base: Any) -> Any:
@@ -88,7 +101,7 @@ def test_identity_at_init(base_model: Any, cid: str, method: str, params: dict[s
     after = head_outputs(model)
     assert before.keys() == after.keys()
     for key in before:
-        if method == "lora":
+        if method in LIBRARY_METHODS:
             torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-5)
         else:
             assert torch.equal(after[key], before[key]), key
@@ -103,27 +116,32 @@ def test_gradients_reach_exactly_the_trainable_set(
     wants, got = grad_vs_trainable(model, train_loss)
     assert wants and wants == got, (sorted(wants - got)[:5], sorted(got - wants)[:5])
     assert set(info.trainable_names) == wants
-    if method in ("lora", "adapter"):
+    if method in (*LIBRARY_METHODS, "adapter"):
         assert not [n for n, p in layernorm_params(model) if p.requires_grad]
         assert not [n for n in wants if n.startswith("backbone.")]
 
 
-def _lora_params(cfg: Any, params: dict[str, Any]) -> int | None:
-    r = params.get("rank", 8)
+def _adapted_linears(cfg: Any, params: dict[str, Any]) -> list[tuple[int, int]]:
+    """(in, out) of every adapted linear (a MultiheadAttention slice counts as h -> h)."""
     h, lv, m, p = cfg.hidden_dim, cfg.total_num_feature_levels, cfg.nheads, cfg.n_points
     msda = cfg.enc_layers + cfg.dec_layers
+    ffe, ffd = cfg.enc_dim_feedforward, cfg.dim_feedforward
     per_set = {
-        "msda": msda * (r * (h + m * lv * p * 2) + r * (h + h)),
-        "msda_attention_weights": msda * r * (h + m * lv * p),
-        "msda_output_proj": msda * r * (h + h),
-        "dec_self_qv": cfg.dec_layers * 2 * r * (h + h),
-        "enc_ffn": cfg.enc_layers * 2 * r * (h + cfg.enc_dim_feedforward),
-        "dec_ffn": cfg.dec_layers * 2 * r * (h + cfg.dim_feedforward),
+        "msda": msda * [(h, m * lv * p * 2), (h, h)],
+        "msda_attention_weights": msda * [(h, m * lv * p)],
+        "msda_output_proj": msda * [(h, h)],
+        "dec_self_qv": cfg.dec_layers * 2 * [(h, h)],
+        "enc_ffn": cfg.enc_layers * [(h, ffe), (ffe, h)],
+        "dec_ffn": cfg.dec_layers * [(h, ffd), (ffd, h)],
     }
-    targets = params.get("targets", ["msda", "dec_self_qv"])
-    if targets[0].startswith("re:"):  # decoder linear1 + the v slice of self_attn
-        return cfg.dec_layers * (r * (h + cfg.dim_feedforward) + r * (h + h))
-    return sum(per_set[t] for t in targets)
+    out: list[tuple[int, int]] = []
+    for t in params.get("targets", ["msda", "dec_self_qv"]):
+        if t.startswith("re:.*decoder"):  # decoder linear1 and/or the named slices of self_attn
+            slices = len(params.get("mha_slices", ["v"]))
+            out += cfg.dec_layers * (([(h, ffd)] if "linear1" in t else []) + slices * [(h, h)])
+        else:
+            out += per_set[t]
+    return out
 
 
 @pytest.mark.parametrize(("cid", "method", "params"), CASES, ids=IDS)
@@ -136,9 +154,9 @@ def test_parameter_formulas(base_model: Any, cid: str, method: str, params: dict
     )
     base_total = count_parameters(base_model).total
     info = apply_method(_fresh(base_model), build_method_config(method, **params))
-    if method == "lora":
-        added = _lora_params(cfg, params)
-        assert (info.total, info.trainable) == (base_total + added, added + heads)  # type: ignore[operator]
+    if method in LIBRARY_METHODS:
+        added = added_parameters(method, params, _adapted_linears(cfg, params))
+        assert (info.total, info.trainable) == (base_total + added, added + heads)
     elif method == "adapter":
         per_placement = {"enc_self": cfg.enc_layers, "dec_self": cfg.dec_layers, "dec_cross": cfg.dec_layers}
         sites = sum(per_placement[p] for p in params["placement"])
@@ -155,12 +173,23 @@ def test_parameter_formulas(base_model: Any, cid: str, method: str, params: dict
         assert (info.total, info.trainable) == (base_total, expect)
 
 
-@pytest.mark.parametrize("params", [{}, {"targets": ["msda", "msda_output_proj", "dec_self_qv", "dec_ffn"]}])
-def test_merge_equivalence(base_model: Any, params: dict[str, Any]) -> None:
+MERGE_CASES = [
+    ("lora", {}),
+    ("lora", {"targets": ["msda", "msda_output_proj", "dec_self_qv", "dec_ffn"]}),
+    ("lora", {"use_dora": True, "use_rslora": True}),
+    ("lora", {"init": "olora", "rank": 4}),
+    ("loha", {"rank": 4}),
+    ("ia3", {"targets": ["msda", "dec_self_qv", "enc_ffn"]}),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), MERGE_CASES)
+def test_merge_equivalence(base_model: Any, method: str, params: dict[str, Any]) -> None:
+    """Merged == unmerged outputs; the deployed model has the base's keys, shapes and count."""
     base_keys = {k: tuple(v.shape) for k, v in base_model.state_dict().items()}
     base_total = count_parameters(base_model).total
     model = _fresh(base_model)
-    apply_method(model, build_method_config("lora", **params))
+    apply_method(model, build_method_config(method, **params))
     before = head_outputs(model)
     perturb_trainable(model)
     want = head_outputs(model)
@@ -173,7 +202,7 @@ def test_merge_equivalence(base_model: Any, params: dict[str, Any]) -> None:
     for key, value in head_outputs(model).items():
         torch.testing.assert_close(value, want[key], rtol=0, atol=1e-5)
     merge_for_inference(model)
-    assert not [m for m in model.modules() if isinstance(m, LoRALinear | LoRAMultiheadAttention)]
+    assert not peft_layers(model) and not [m for m in model.modules() if isinstance(m, SplitAttention)]
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == base_keys
     assert count_parameters(model).total == base_total
     for key, value in head_outputs(model).items():
@@ -188,17 +217,27 @@ def test_merge_equivalence(base_model: Any, params: dict[str, Any]) -> None:
 
 
 def test_msda_lora_uses_the_fused_path(base_model: Any) -> None:
-    """The kernels' MSDeformAttn sees LoRALinear on sampling_offsets/value_proj (paper recipe)."""
+    """peft's LoRA layer on sampling_offsets/value_proj (paper recipe) hands the fused kernel its
+    factors; DoRA cannot be fused and says so (the kernel then runs the layer for the offsets)."""
     model = _fresh(base_model)
     apply_method(model, build_method_config("lora"))
     msda = model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0].self_attn
-    assert isinstance(msda.sampling_offsets, LoRALinear) and isinstance(msda.value_proj, LoRALinear)
+    assert isinstance(msda.sampling_offsets, FusedLoraLinear) and isinstance(msda.value_proj, FusedLoraLinear)
     assert type(msda.attention_weights) is nn.Linear and type(msda.output_proj) is nn.Linear
+    q = torch.randn(1, 3, base_model.cfg.hidden_dim)
+    terms = fused_lora_terms(msda.sampling_offsets, q)
+    assert terms is not None and terms[1] is msda.sampling_offsets.lora_B["default"].weight
+    dora = _fresh(base_model)
+    apply_method(dora, build_method_config("lora", use_dora=True))
+    msda = dora.sem_seg_head.pixel_decoder.transformer.encoder.layers[0].self_attn
+    assert fused_lora_terms(msda.sampling_offsets, q) is None
 
 
 @pytest.mark.parametrize(
-    ("method", "params"), [("lora", {}), ("adapter", {"repetitions": 2}), ("decoder_only", {})]
-)
+    ("method", "params"),
+    [("lora", {}), ("adapter", {"repetitions": 2}), ("decoder_only", {}), ("lora", {"use_dora": True}),
+     ("loha", {}), ("ia3", {})],
+)  # fmt: skip
 def test_artifact_round_trip_and_wrong_base(
     base_model: Any, tmp_path: Path, method: str, params: dict[str, Any]
 ) -> None:
@@ -213,9 +252,21 @@ def test_artifact_round_trip_and_wrong_base(
     for key, value in head_outputs(fresh).items():
         assert torch.equal(value, want[key]), key
     torch.manual_seed(1)
-    other = build_model("maskdino_tiny", num_classes=CLASSES)
+    other = make_trained_like(build_model("maskdino_tiny", num_classes=CLASSES))
     with pytest.raises(UserError, match="different weights"):
         load_artifact(other, path)
+    if method in LIBRARY_METHODS:
+        # peft's own loader reads the adapter (the base gets the split attentions and heads first)
+        from safetensors import safe_open
+
+        with safe_open(str(path / ADAPTER_WEIGHTS), "pt") as f:
+            assert len((f.metadata() or {})[FINGERPRINT_KEY]) == 64
+        peft_model = peft_model_from_artifact(_fresh(base_model), path)
+        for key, value in head_outputs(peft_model.base_model.model).items():
+            assert torch.equal(value, want[key]), key
+        # a frozen BatchNorm statistic of the backbone is not reset by peft's partial load
+        assert torch.equal(fresh.state_dict()["backbone.stem.conv1.norm.running_var"],
+                           base_model.state_dict()["backbone.stem.conv1.norm.running_var"])  # fmt: skip
 
 
 def test_adapter_sites_filled(base_model: Any) -> None:

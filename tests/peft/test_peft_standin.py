@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 import torch
-from peft_cases import all_cases, grad_vs_trainable, layernorm_params, perturb_trainable
+from peft_cases import (
+    LIBRARY_METHODS,
+    added_parameters,
+    all_cases,
+    grad_vs_trainable,
+    layernorm_params,
+    make_trained_like,
+    perturb_trainable,
+)
 from peft_standin import CLASSES, HEADS, LEVELS, POINTS, D, make_inputs, make_standin
 from torch import nn
 
@@ -26,7 +34,8 @@ from models.peft import (
     save_artifact,
     unmerge_lora,
 )
-from models.peft.lora import LoRALinear, LoRAMultiheadAttention
+from models.peft.library import peft_layers
+from models.peft.split_attention import SplitAttention
 
 CASES = all_cases()
 IDS = [c[0] for c in CASES]
@@ -45,8 +54,12 @@ def _loss(model: nn.Module) -> torch.Tensor:
     return sum((v.float() ** 2).mean() for v in out.values())  # type: ignore[return-value]
 
 
+def _base(seed: int = 0, **kw: int) -> nn.Module:
+    return make_trained_like(make_standin(seed, **kw))
+
+
 def _applied(method: str, params: dict[str, Any], seed: int = 0, **kw: Any) -> tuple[nn.Module, Any]:
-    model = make_standin(seed)
+    model = _base(seed)
     info = apply_method(model, build_method_config(method, **params), **kw)
     return model, info
 
@@ -56,7 +69,7 @@ def test_identity_at_init(cid: str, method: str, params: dict[str, Any]) -> None
     # torch's CPU matmul picks its kernel by the operands' requires_grad (fold vs. batched), which
     # changes fp32 rounding; both forwards therefore run with every flag off, so any difference
     # is the method's own.
-    model = make_standin(0)
+    model = _base(0)
     inputs = make_inputs(0)
     model.eval().requires_grad_(False)
     with torch.no_grad():
@@ -65,9 +78,10 @@ def test_identity_at_init(cid: str, method: str, params: dict[str, Any]) -> None
         model.eval().requires_grad_(False)
         got = model(*inputs)
     for key in base:
-        if method == "lora":
-            # LoRA copies the wrapped weights into new modules (new buffers): fp32 rounding only
-            torch.testing.assert_close(got[key], base[key], rtol=0, atol=1e-6)
+        if method in LIBRARY_METHODS:
+            # peft's layers compute base + update (and a split attention projects q, k, v one at a
+            # time; PiSSA / OLoRA leave W - B A in the base): fp32 rounding only
+            torch.testing.assert_close(got[key], base[key], rtol=0, atol=1e-5)
         else:
             # adapters add exact zeros (zero-initialised up-projection): bit-identical
             assert torch.equal(got[key], base[key]), key
@@ -79,32 +93,36 @@ def test_gradients_reach_exactly_the_trainable_set(cid: str, method: str, params
     wants, got = grad_vs_trainable(model, _loss)
     assert wants and wants == got
     assert set(info.trainable_names) == wants
-    if method in ("lora", "adapter"):
+    if method in (*LIBRARY_METHODS, "adapter"):
         assert not [n for n, p in layernorm_params(model) if p.requires_grad]
         assert not [n for n in wants if n.startswith("backbone.")]
         # the zero-initialised parts get a non-zero gradient on the first step (up.weight may not:
         # its gradient is zero where ReLU(down(h)) happens to be all zero in this tiny model)
-        ups = [
-            p for n, p in model.named_parameters() if n.endswith(("lora_B", ".up.bias")) or ".lora_B." in n
-        ]
+        zero_init = (".up.bias", ".lora_B.default.weight", ".hada_w2_b.default", ".ia3_l.default")
+        ups = [p for n, p in model.named_parameters() if n.endswith(zero_init)]
         assert ups and all(p.grad is not None and p.grad.abs().sum() > 0 for p in ups)
 
 
-def _lora_expected(params: dict[str, Any]) -> int:
-    r = params.get("rank", 8)
+def _adapted_linears(params: dict[str, Any]) -> list[tuple[int, int]]:
+    """(in, out) of every adapted linear (a MultiheadAttention slice counts as D -> D)."""
     offsets, weights = HEADS * LEVELS * POINTS * 2, HEADS * LEVELS * POINTS
     per_set = {  # 2 encoder + 2 decoder layers in the stand-in; FFN D -> 2D -> D
-        "msda": 4 * (r * (D + offsets) + r * (D + D)),
-        "msda_attention_weights": 4 * r * (D + weights),
-        "msda_output_proj": 4 * r * (D + D),
-        "dec_self_qv": 2 * 2 * r * (D + D),
-        "enc_ffn": 2 * 2 * r * (D + 2 * D),
-        "dec_ffn": 2 * 2 * r * (D + 2 * D),
+        "msda": 4 * [(D, offsets), (D, D)],
+        "msda_attention_weights": 4 * [(D, weights)],
+        "msda_output_proj": 4 * [(D, D)],
+        "dec_self_qv": 2 * 2 * [(D, D)],
+        "enc_ffn": 2 * [(D, 2 * D), (2 * D, D)],
+        "dec_ffn": 2 * [(D, 2 * D), (2 * D, D)],
     }
-    targets = params.get("targets", ["msda", "dec_self_qv"])
-    if targets[0].startswith("re:"):  # decoder linear1 (D -> 2D) + the v slice of self_attn
-        return 2 * (r * (D + 2 * D) + r * (D + D))
-    return sum(per_set[t] for t in targets)
+    out: list[tuple[int, int]] = []
+    for t in params.get("targets", ["msda", "dec_self_qv"]):
+        if t.startswith("re:.*decoder"):  # decoder linear1 (D -> 2D) and/or one slice of self_attn
+            out += 2 * ([(D, 2 * D)] if "linear1" in t else []) + 2 * len(params.get("mha_slices", ["v"])) * [
+                (D, D)
+            ]
+        else:
+            out += per_set[t]
+    return out
 
 
 @pytest.mark.parametrize(("cid", "method", "params"), CASES, ids=IDS)
@@ -112,8 +130,8 @@ def test_parameter_formulas(cid: str, method: str, params: dict[str, Any]) -> No
     base = make_standin(0)
     base_total = count_parameters(base).total
     model, info = _applied(method, params)
-    if method == "lora":
-        added = _lora_expected(params)
+    if method in LIBRARY_METHODS:
+        added = added_parameters(method, params, _adapted_linears(params))
         assert info.total == base_total + added
         assert info.trainable == added + HEADS_PARAMS
     elif method == "adapter":
@@ -144,7 +162,7 @@ def test_shared_box_mlp_counted_once() -> None:
     assert count_parameters(model).total == sum(p.numel() for p in model.parameters())
 
 
-LORA_IDS = [c for c in CASES if c[1] == "lora"]
+LORA_IDS = [c for c in CASES if c[1] in LIBRARY_METHODS]
 
 
 @pytest.mark.parametrize(("cid", "method", "params"), LORA_IDS, ids=[c[0] for c in LORA_IDS])
@@ -154,9 +172,9 @@ def test_merge_equivalence_and_unmerge(cid: str, method: str, params: dict[str, 
     base_total = count_parameters(base).total
     model, _ = _applied(method, params)
     before = _outputs(model)
-    with torch.no_grad():  # move only the LoRA factors: the change below is LoRA's alone
+    with torch.no_grad():  # move only the adapter tensors: the change below is the method's alone
         for name, p in model.named_parameters():
-            if "lora_B" in name:
+            if any(t in name for t in (".lora_B.", ".hada_w2_b.", ".ia3_l.")):
                 p.normal_(0, 0.1)
     want = _outputs(model)
     assert not torch.allclose(want["logits"], before["logits"], atol=1e-4)
@@ -170,16 +188,19 @@ def test_merge_equivalence_and_unmerge(cid: str, method: str, params: dict[str, 
         torch.testing.assert_close(value, want[key], rtol=0, atol=1e-5)
     merge_lora(model)  # merge_for_inference accepts merged and unmerged modules alike
     merge_for_inference(model)
-    assert not [m for m in model.modules() if isinstance(m, LoRALinear | LoRAMultiheadAttention)]
+    assert not peft_layers(model) and not [m for m in model.modules() if isinstance(m, SplitAttention)]
     assert {k: v.shape for k, v in model.state_dict().items()} == base_keys
     assert count_parameters(model).total == base_total
     for key, value in _outputs(model).items():
         torch.testing.assert_close(value, want[key], rtol=0, atol=1e-5)
 
 
-def test_merge_touches_only_q_and_v_rows() -> None:
-    base = make_standin(0)
-    model, _ = _applied("lora", {})
+@pytest.mark.parametrize(
+    ("method", "params"), [("lora", {}), ("lora", {"use_dora": True}), ("loha", {}), ("ia3", {})]
+)
+def test_merge_touches_only_q_and_v_rows(method: str, params: dict[str, Any]) -> None:
+    base = _base(0)
+    model, _ = _applied(method, params)
     perturb_trainable(model)
     merge_for_inference(model)
     for i in range(2):
@@ -207,7 +228,8 @@ def test_merge_for_inference_keeps_adapters() -> None:
 @pytest.mark.parametrize(
     ("method", "params"),
     [("lora", {}), ("lora", {"targets": ["dec_self_qv", "enc_ffn"]}), ("adapter", {"repetitions": 3}),
-     ("full_head", {}), ("class_mask", {})],
+     ("full_head", {}), ("class_mask", {}), ("lora", {"use_dora": True, "init": "pissa"}), ("loha", {}),
+     ("ia3", {})],
 )  # fmt: skip
 def test_artifact_round_trip(tmp_path: Path, method: str, params: dict[str, Any]) -> None:
     config = build_method_config(method, **params)
@@ -215,8 +237,11 @@ def test_artifact_round_trip(tmp_path: Path, method: str, params: dict[str, Any]
     perturb_trainable(model)
     want = _outputs(model)
     out = save_artifact(model, config, tmp_path / "art", base_name="standin")
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "weights.safetensors"]
-    fresh = make_standin(0)
+    files = ["peftsweep.json", "trainable.safetensors"]
+    if method in LIBRARY_METHODS:  # peft's format next to ours
+        files += ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    fresh = _base(0)
     info = load_artifact(fresh, out)
     assert info.config == config and info.reinitialized == ("sem_seg_head.predictor.label_enc",)
     for key, value in _outputs(fresh).items():
@@ -230,25 +255,25 @@ def test_artifact_rejects_other_base(tmp_path: Path) -> None:
     model, _ = _applied("lora", {})
     path = save_artifact(model, config, tmp_path / "a", base_name="standin")
     with pytest.raises(UserError, match="different weights"):
-        load_artifact(make_standin(seed=1), path)
-    other = make_standin(0)
+        load_artifact(_base(seed=1), path)
+    other = _base(0)
     with torch.no_grad():  # one frozen backbone weight differs by one element
         other.backbone[0].weight[0, 0] += 1e-3  # type: ignore[index,operator]
     with pytest.raises(UserError, match="fingerprint"):
         load_artifact(other, path)
     with pytest.raises(UserError, match="different weights"):  # another class count: label_enc differs
-        load_artifact(make_standin(0, classes=CLASSES + 2), path)
+        load_artifact(_base(0, classes=CLASSES + 2), path)
     # same frozen base, but a trained head of another shape: named as a shape mismatch
-    other = make_standin(0)
+    other = _base(0)
     other.sem_seg_head.predictor.class_embed = nn.Linear(D, CLASSES + 2)
     with pytest.raises(
         UserError, match=r"class_embed\.(weight|bias) has shape \(3,( 16)?\), model has \(5,( 16)?\)"
     ):
         load_artifact(other, path)
     with pytest.raises(UserError, match="is for base model 'standin', not 'other'"):
-        load_artifact(make_standin(0), path, base_name="other")
+        load_artifact(_base(0), path, base_name="other")
     with pytest.raises(UserError, match="not a PEFT artifact"):
-        load_artifact(make_standin(0), tmp_path / "missing")
+        load_artifact(_base(0), tmp_path / "missing")
 
 
 def test_artifact_refuses_merged_lora(tmp_path: Path) -> None:
@@ -273,7 +298,7 @@ def test_reinitialised_and_extra_trainable() -> None:
     assert "sem_seg_head.predictor.label_enc.weight" in names
     assert "sem_seg_head.pixel_decoder.transformer.level_embed" in names
     model, info = _applied("lora", {"train_heads": False})
-    assert all("lora_" in n for n in info.trainable_names)
+    assert all(".lora_" in n for n in info.trainable_names)
     with pytest.raises(UserError, match=r"lora\.extra_trainable: pattern .*nothing.* matches no parameter"):
         _applied("lora", {"extra_trainable": [r"nothing\.here"]})
 

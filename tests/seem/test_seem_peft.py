@@ -27,7 +27,9 @@ from models.peft import (
     save_artifact,
     unmerge_lora,
 )
-from models.peft.lora import LoRAMultiheadAttention
+from models.peft.library import peft_layers
+from models.peft.lora import FusedLoraLinear
+from models.peft.split_attention import SplitAttention
 from models.peft.targets import all_lora_target_names, all_placement_names
 from models.seem.accounting import clip_text_encoder_params, paper_equivalent_counts
 from models.seem.meta_arch import SEEM
@@ -112,8 +114,8 @@ def test_lora_identity_at_init_and_merge_equivalence(base: SEEM, make_sample: Sa
     ref = _frozen_copy(base)
     model = copy.deepcopy(base)
     info = apply_method(model, build_method_config("lora", rank=4, alpha=8.0, targets=PAPER_QV))
-    assert len(info.injected) == 2 + 3 + 3
-    assert all(isinstance(model.get_submodule(n), LoRAMultiheadAttention) for n in info.injected)
+    assert len(info.injected) == 2 * (2 + 3 + 3)  # q and v of each attention, through peft
+    assert all(isinstance(model.get_submodule(n), FusedLoraLinear) for n in info.injected)
     model.eval()
     batch = [make_sample(1)]
     with torch.no_grad():
@@ -133,14 +135,14 @@ def test_lora_identity_at_init_and_merge_equivalence(base: SEEM, make_sample: Sa
     torch.testing.assert_close(merged["pred_masks"], adapted["pred_masks"], rtol=1e-4, atol=1e-4)
     unmerge_lora(model)
     merge_for_inference(model)
-    assert not any(isinstance(m, LoRAMultiheadAttention) for m in model.modules())
+    assert not peft_layers(model) and not any(isinstance(m, SplitAttention) for m in model.modules())
     assert set(model.state_dict()) == set(base.state_dict())
     with torch.no_grad():
         deployed = _raw(model, batch)
     torch.testing.assert_close(deployed["pred_masks"], adapted["pred_masks"], rtol=1e-4, atol=1e-4)
     # only q and v rows of the packed projections moved; k rows are bit-identical
     e = base.cfg.hidden_dim
-    for name in info.injected:
+    for name in sorted({n.rpartition(".")[0] for n in info.injected}):  # attn.q_proj -> attn
         w0: torch.Tensor = base.get_submodule(name).in_proj_weight  # type: ignore[assignment]
         w1: torch.Tensor = model.get_submodule(name).in_proj_weight  # type: ignore[assignment]
         assert torch.equal(w0[e : 2 * e], w1[e : 2 * e]), name
@@ -259,7 +261,7 @@ def test_language_encoder_variant_counts_equal_the_paper_mapping(method: str, pa
     assert len(lang_names) > 100
     assert not any(".lora_" in n or ".adapters." in n for n in lang_names)
     if method in ("lora", "adapter"):
-        assert len(info.injected) == 24
+        assert len(info.injected) == (2 * 24 if method == "lora" else 24)  # LoRA: q and v projections
 
 
 def test_artifact_round_trip(base: SEEM, tmp_path: Path, make_sample: Sample) -> None:

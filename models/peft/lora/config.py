@@ -1,54 +1,64 @@
-"""LoRA method config.
+"""LoRA method config (applied with the ``peft`` library), with peft's variants.
 
 ``targets`` empty (the default) means "the model family's ``PeftSpec.default_lora_targets``": a
 config does not know its model, so the family default is resolved when the config is applied
-(:func:`models.peft.lora.model.resolve_lora_targets`).
+(:func:`models.peft.library.targets.resolve_targets`).
+
+Variants (peft): ``use_dora`` (weight-decomposed LoRA: a trained magnitude per output row),
+``use_rslora`` (scaling ``alpha / sqrt(rank)`` instead of ``alpha / rank``), ``init``:
+``default`` (A Kaiming-uniform, B zero), ``gaussian`` (A normal with std 1/rank, B zero),
+``pissa`` (A, B from the top-rank SVD of W; W keeps the residual), ``olora`` (A, B from a QR of W;
+W keeps the residual). Every combination starts equal to the base model and merges into it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from models.errors import UserError
-from models.peft.config import MethodConfig, check_choice, check_patterns, check_range
-from models.peft.targets import all_lora_target_names
+from models.peft.config import check_choice, check_range
+from models.peft.library.config import MHA_SLICES, RAW_TARGET_PREFIX, LibraryConfig
 
-__all__ = ["LoraConfig", "RAW_TARGET_PREFIX", "MHA_SLICES"]
+__all__ = ["LoraConfig", "LORA_INITS", "RAW_TARGET_PREFIX", "MHA_SLICES"]
 
-# A target that starts with this prefix is a raw regex over module names instead of a set name.
-RAW_TARGET_PREFIX = "re:"
-MHA_SLICES = ("q", "k", "v")
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
+_PEFT_INIT: dict[str, bool | str] = {
+    "default": True,
+    "gaussian": "gaussian",
+    "pissa": "pissa",
+    "olora": "olora",
+}
 
 
 @dataclasses.dataclass(frozen=True)
-class LoraConfig(MethodConfig):
-    """LoRA ``W + (alpha / rank) * B A`` on the named targets; everything else frozen except the
-    paper's head recipe (``train_heads``), re-initialised modules and ``extra_trainable``."""
+class LoraConfig(LibraryConfig):
+    """LoRA ``W + scaling * B A`` on the named targets; everything else frozen except the paper's
+    head recipe (``train_heads``), re-initialised modules and ``extra_trainable``."""
 
     method: ClassVar[str] = "lora"
+    peft_type: ClassVar[str] = "LORA"
 
     rank: int = dataclasses.field(default=8, metadata={"help": "LoRA rank r (1..1024)"})
-    alpha: float = dataclasses.field(default=8.0, metadata={"help": "LoRA alpha; scaling = alpha / rank"})
+    alpha: float = dataclasses.field(
+        default=8.0, metadata={"help": "LoRA alpha; scaling alpha / rank (alpha / sqrt(rank) if use_rslora)"}
+    )
     dropout: float = dataclasses.field(
         default=0.0, metadata={"help": "dropout on the LoRA branch input, in [0, 1)"}
     )
-    targets: tuple[str, ...] = dataclasses.field(
-        default=(),
+    use_dora: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "DoRA: adapted weight = trained magnitude per output row x direction"},
+    )
+    use_rslora: bool = dataclasses.field(
+        default=False, metadata={"help": "rank-stabilised scaling alpha / sqrt(rank) (rsLoRA)"}
+    )
+    init: str = dataclasses.field(
+        default="default",
         metadata={
-            "help": "named target sets of the model family; empty (the default) means the family's "
-            "default_lora_targets (Mask DINO: msda, dec_self_qv; SEEM: enc_self_qv, dec_self_qv, "
-            "dec_cross_qv), resolved when applied to a model. Or 're:<regex>' over module names "
-            "(nn.Linear, or nn.MultiheadAttention adapted on mha_slices)"
+            "help": "factor initialisation: default (A Kaiming, B zero), gaussian, pissa (SVD of W), "
+            "olora (QR of W); pissa and olora move the top components out of the frozen W"
         },
-    )
-    mha_slices: tuple[str, ...] = dataclasses.field(
-        default=("q", "v"),
-        metadata={"help": "in_proj slices adapted for MultiheadAttention hit by a 're:' target (q, k, v)"},
-    )
-    train_heads: bool = dataclasses.field(
-        default=True,
-        metadata={"help": "also train the family's head recipe (Mask DINO: class, mask, box MLP)"},
     )
 
     def validate(self) -> None:
@@ -60,19 +70,29 @@ class LoraConfig(MethodConfig):
         check_range(m, "dropout", self.dropout, 0.0, None, "in [0, 1)")
         if self.dropout >= 1.0:
             raise UserError(f"{m}.dropout must be in [0, 1), got {self.dropout!r}")
-        # an empty tuple is the family default, resolved by models.peft.lora.model.resolve_lora_targets
-        allowed = all_lora_target_names()
-        for target in self.targets:
-            if target.startswith(RAW_TARGET_PREFIX):
-                check_patterns(m, "targets", [target[len(RAW_TARGET_PREFIX) :]])
-            elif target not in allowed:
-                raise UserError(
-                    f"{m}.targets: unknown target set {target!r}; allowed: {', '.join(allowed)} "
-                    f"or '{RAW_TARGET_PREFIX}<regex>'"
-                )
-        if not self.mha_slices:
-            raise UserError(f"{m}.mha_slices must name at least one of q, k, v")
-        for s in self.mha_slices:
-            check_choice(m, "mha_slices", s, MHA_SLICES)
-        if len(set(self.mha_slices)) != len(self.mha_slices):
-            raise UserError(f"{m}.mha_slices has duplicates: {list(self.mha_slices)}")
+        check_choice(m, "init", self.init, LORA_INITS)
+
+    @property
+    def modifies_base(self) -> bool:
+        return self.init in ("pissa", "olora")
+
+    def peft_config(self, target_modules: list[str]) -> Any:
+        import peft
+        from torch import nn
+
+        from models.peft.lora.fused import FusedLoraLinear
+
+        config = peft.LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,  # type: ignore[arg-type]  # peft annotates int, computes in float
+            lora_dropout=self.dropout,
+            target_modules=list(target_modules),
+            use_dora=self.use_dora,
+            use_rslora=self.use_rslora,
+            init_lora_weights=_PEFT_INIT[self.init],  # type: ignore[arg-type]
+            bias="none",
+        )
+        # peft's custom-module dispatch: every nn.Linear target (split q/v projections included)
+        # gets peft's LoRA Linear with the hook the fused MSDA kernel reads its factors through
+        config._register_custom_module({nn.Linear: FusedLoraLinear})
+        return config
