@@ -1,7 +1,9 @@
 """``peftsweep select``: pick a PEFT method for a new domain automatically.
 
 Exit status: 0 when a method meets the budgets, 3 (:data:`search.selection.decision.EXIT_INFEASIBLE`) when
-none does (the closest one is named), 2 for bad input (:class:`models.errors.UserError`).
+none does (the closest one is named), 4 (:data:`search.selection.learned.EXIT_NOTHING_LEARNED`) when
+no pilot learned anything (best AP at or near 0, or within noise of the untrained model; the likely
+causes are named and nothing is picked), 2 for bad input (:class:`models.errors.UserError`).
 With ``--json`` the machine-readable result goes to stdout and progress to stderr.
 """
 
@@ -71,8 +73,50 @@ def add_select_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="pilot matrix, e.g. 'lora:4,lora:8,adapter:2,adapter:3,full_head' (the default)",
     )
-    parser.add_argument("--iterations", type=int, default=40, help="training iterations per pilot trial")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=40,
+        help="training iterations of a pilot trial that goes the whole way",
+    )
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the pilot trials")
+    parser.add_argument(
+        "--lrs",
+        default=None,
+        metavar="LIST",
+        help="several pilot learning rates, e.g. 1e-3,3e-3 (default: --lr)",
+    )
+    parser.add_argument(
+        "--rungs",
+        type=int,
+        default=3,
+        help="successive halving: candidates train --iterations/eta^k, the best 1/eta continue "
+        "(default: %(default)s rungs; 1 = every candidate trains --iterations)",
+    )
+    parser.add_argument(
+        "--eta", type=float, default=2.0, help="halving factor per rung (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run the finalists with this many seeds (AP spread in the report)",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster (auto, HOST:PORT, ray://HOST:PORT): a rung's pilot trials run there in parallel",
+    )
+    parser.add_argument("--token-file", default=None, help="the Ray cluster's auth token file")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray CPUs per pilot trial")
+    parser.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="Ray GPUs per pilot trial (fractions ok)"
+    )
+    parser.add_argument(
+        "--accept-untrained",
+        action="store_true",
+        help="decide even when no pilot learned anything (smoke tests); otherwise exit 4",
+    )
     parser.add_argument("--neighbours", type=int, default=2, help="earlier domains to warm-start from")
     parser.add_argument("--shift-images", type=int, default=64, help="images per domain for the shift")
     parser.add_argument("--image-size", type=int, default=128)
@@ -86,7 +130,9 @@ def add_select_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_select(args: argparse.Namespace) -> int:
     from models.errors import UserError
+    from search.selection.candidates import parse_lrs
     from search.selection.decision import EXIT_INFEASIBLE, Budgets
+    from search.selection.learned import EXIT_NOTHING_LEARNED
     from search.selection.outcome import SelectionSettings
     from search.selection.pilots import run_selection
     from search.selection.warmstart import DEFAULT_PILOT
@@ -102,11 +148,19 @@ def run_select(args: argparse.Namespace) -> int:
         "num_eval_images",
         "batch_size",
         "latency_runs",
+        "rungs",
+        "seeds",
     ):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 1")
     if args.shift_images < 2:
         raise UserError("--shift-images: must be >= 2")
+    if not args.eta > 1:
+        raise UserError(f"--eta: must be > 1, got {args.eta}")
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+        raise UserError("--cpus-per-trial: must be > 0 (and --gpus-per-trial >= 0)")
+    if args.token_file and not args.address:
+        raise UserError("--token-file: needs --address")
     budgets = Budgets(
         latency_budget_ms=args.latency_budget_ms,
         param_budget_pct=args.param_budget_pct,
@@ -134,6 +188,15 @@ def run_select(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         pilot=args.pilot or DEFAULT_PILOT,
+        lrs=parse_lrs(args.lrs) if args.lrs else None,
+        rungs=args.rungs,
+        eta=args.eta,
+        seeds=args.seeds,
+        address=args.address,
+        token_file=args.token_file,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        accept_untrained=args.accept_untrained,
         trial_overrides={
             "num_train_images": args.num_train_images,
             "num_eval_images": args.num_eval_images,
@@ -150,10 +213,17 @@ def run_select(args: argparse.Namespace) -> int:
     d = result.decision
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif result.nothing_learned is None:
         for line in d.explanation:
             print(line)
         print(f"Report: {Path(result.out_dir) / 'report.md'} and report.html")
+    if result.nothing_learned is not None:
+        print(
+            f"peftsweep select: no pilot learned anything ({result.nothing_learned}), so there is "
+            f"nothing to choose; likely causes: {'; '.join(result.likely_causes)}",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING_LEARNED
     if not d.feasible:
         closest = d.closest.label if d.closest is not None else "none (no pilot trial completed)"
         print(f"peftsweep select: no method meets the budgets; closest: {closest}", file=sys.stderr)

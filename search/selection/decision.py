@@ -16,6 +16,12 @@ The rule (:func:`decide`):
    highest-AP other completed candidate (with the budgets it breaks).
 5. Without a feasible candidate the decision is infeasible and names the *closest* candidate:
    the smallest sum of relative shortfalls over the three requirements.
+
+Rows of one configuration run with several seeds are one candidate: its AP is their mean, with
+their standard deviation (``ap_sd``) and count (``seeds``). When the two best candidates by AP
+differ by no more than the noise -- the combined seed standard deviation where both ran several
+seeds, else :data:`search.selection.learned.DEFAULT_AP_NOISE` -- the explanation says so: the pilot
+does not tell them apart.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 from models.errors import UserError
 from search.config import PARAM_NAMES
+from search.selection.learned import DEFAULT_AP_NOISE
 
 __all__ = [
     "EXIT_INFEASIBLE",
@@ -37,6 +44,7 @@ __all__ = [
     "config_label",
     "config_key",
     "decide",
+    "merge_seeds",
 ]
 
 # Exit status of `peftsweep select` when no method meets the budgets (2 is reserved for bad input).
@@ -113,10 +121,19 @@ class Candidate:
     trainable_pct: float
     latency_ms: float
     record: dict[str, Any] = field(default_factory=dict)
+    ap_sd: float = math.nan  # standard deviation over seeds (NaN: one seed)
+    seeds: int = 1
 
     @property
     def completed(self) -> bool:
         return self.status == "completed" and math.isfinite(self.ap)
+
+    @property
+    def ap_text(self) -> str:
+        """``41.20`` or ``41.20 ± 1.30 (3 seeds)``."""
+        if self.seeds > 1 and math.isfinite(self.ap_sd):
+            return f"{self.ap:.2f} ± {self.ap_sd:.2f} ({self.seeds} seeds)"
+        return f"{self.ap:.2f}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +144,8 @@ class Candidate:
             "trainable_params": self.trainable_params,
             "trainable_pct": self.trainable_pct,
             "latency_ms": self.latency_ms,
+            "ap_sd": self.ap_sd,
+            "seeds": self.seeds,
         }
 
 
@@ -170,6 +189,8 @@ class Decision:
     budgets: Budgets
     violations: dict[str, list[str]]  # label -> reasons it is not feasible ([] if feasible)
     explanation: list[str]
+    candidates: tuple[Candidate, ...] = ()  # every candidate decided on (seeds merged)
+    top_two_within_noise: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         def c(x: Candidate | None) -> dict[str, Any] | None:
@@ -185,6 +206,8 @@ class Decision:
             "budgets": self.budgets.to_dict(),
             "violations": {k: list(v) for k, v in self.violations.items()},
             "explanation": list(self.explanation),
+            "candidates": [x.to_dict() for x in self.candidates],
+            "top_two_within_noise": self.top_two_within_noise,
         }
 
 
@@ -251,9 +274,54 @@ def _unique_labels(cands: list[Candidate]) -> list[Candidate]:
     return out
 
 
+def merge_seeds(cands: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per configuration (:func:`config_key`, first-seen order): the mean AP of its
+    completed runs, their standard deviation and count; failed if none completed."""
+    groups: dict[tuple[tuple[str, Any], ...], list[Candidate]] = {}
+    for c in cands:
+        groups.setdefault(config_key(c.params), []).append(c)
+    out: list[Candidate] = []
+    for runs in groups.values():
+        done = [c for c in runs if c.completed]
+        if len(runs) == 1 or not done:
+            out.append(runs[0])
+            continue
+        aps = [c.ap for c in done]
+        mean = math.fsum(aps) / len(aps)
+        sd = math.sqrt(math.fsum((a - mean) ** 2 for a in aps) / (len(aps) - 1)) if len(aps) > 1 else math.nan
+        out.append(replace(done[0], ap=mean, ap_sd=sd, seeds=len(aps)))
+    return out
+
+
+def _noise(a: Candidate, b: Candidate) -> tuple[float, str]:
+    if a.seeds > 1 and b.seeds > 1 and math.isfinite(a.ap_sd) and math.isfinite(b.ap_sd):
+        return math.hypot(a.ap_sd, b.ap_sd), "their combined seed standard deviation"
+    return DEFAULT_AP_NOISE, "the typical seed-to-seed standard deviation (one seed each here)"
+
+
+def _noise_line(done: list[Candidate]) -> tuple[bool, str]:
+    top = sorted(done, key=lambda c: (-c.ap, c.trainable_params))[:2]
+    if len(top) < 2:
+        return False, ""
+    a, b = top
+    noise, what = _noise(a, b)
+    diff = a.ap - b.ap
+    if diff <= noise:
+        return True, (
+            f"The top two by AP, {a.label} ({a.ap_text}) and {b.label} ({b.ap_text}), are within noise: "
+            f"{diff:.2f} AP apart, noise {noise:.2f} AP ({what}); this pilot does not tell them apart."
+        )
+    return False, (
+        f"The top two by AP, {a.label} ({a.ap_text}) and {b.label} ({b.ap_text}), differ by {diff:.2f} AP, "
+        f"more than the noise ({noise:.2f} AP, {what})."
+    )
+
+
 def decide(results: Iterable[Candidate | Mapping[str, Any]], budgets: Budgets) -> Decision:
     """Apply the selection rule (module docstring) to pilot results."""
-    cands = _unique_labels([r if isinstance(r, Candidate) else candidate_from_record(r) for r in results])
+    cands = _unique_labels(
+        merge_seeds([r if isinstance(r, Candidate) else candidate_from_record(r) for r in results])
+    )
     done = [c for c in cands if c.completed]
     best = max(done, key=lambda c: (c.ap, -c.trainable_params), default=None)
     required = budgets.min_ap_fraction * best.ap if best is not None else math.nan
@@ -263,7 +331,10 @@ def decide(results: Iterable[Candidate | Mapping[str, Any]], budgets: Budgets) -
     explanation: list[str] = []
     if best is None:
         explanation.append("No pilot trial completed, so there is nothing to choose from.")
-        return Decision(False, None, None, None, None, required, budgets, violations, explanation)
+        return Decision(
+            False, None, None, None, None, required, budgets, violations, explanation, tuple(cands)
+        )
+    within, noise_line = _noise_line(done)
     explanation.append(
         f"Best pilot AP is {best.ap:.2f} ({best.label}); a method must reach "
         f"{budgets.min_ap_fraction:g} x {best.ap:.2f} = {required:.2f} AP"
@@ -291,7 +362,11 @@ def decide(results: Iterable[Candidate | Mapping[str, Any]], budgets: Budgets) -
         for c, r in zip(cands, reasons):
             if r and c is not runner:
                 explanation.append(f"Rejected {c.label}: {'; '.join(r)}.")
-        return Decision(True, chosen, runner, None, best, required, budgets, violations, explanation)
+        if noise_line:
+            explanation.append(noise_line)
+        return Decision(
+            True, chosen, runner, None, best, required, budgets, violations, explanation, tuple(cands), within
+        )
     closest = min(done, key=lambda c: (_shortfall(c, budgets, required), _cost_order(c)))
     explanation.append(
         f"No method meets the budgets. Closest: {_cost_text(closest)} "
@@ -300,4 +375,8 @@ def decide(results: Iterable[Candidate | Mapping[str, Any]], budgets: Budgets) -
     for c, r in zip(cands, reasons):
         if c is not closest:
             explanation.append(f"Rejected {c.label}: {'; '.join(r)}.")
-    return Decision(False, None, None, closest, best, required, budgets, violations, explanation)
+    if noise_line:
+        explanation.append(noise_line)
+    return Decision(
+        False, None, None, closest, best, required, budgets, violations, explanation, tuple(cands), within
+    )

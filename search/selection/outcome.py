@@ -33,14 +33,27 @@ class SelectionSettings:
     neighbours: int = 2
     shift_images: int = 64
     image_size: int = 128
-    iterations: int = 40
+    iterations: int = 40  # full pilot length (the last halving rung)
     lr: float = 1e-3
     pilot: str = DEFAULT_PILOT  # see search.selection.warmstart.parse_pilot
+    lrs: list[float] | None = None  # pilot learning rates (default: [lr])
+    rungs: int = 3  # successive-halving rungs (1: every candidate trains the full length)
+    eta: float = 2.0  # keep the best 1/eta of a rung
+    seeds: int = 1  # finalists run with this many seeds (spread in the report)
+    address: str | None = None  # Ray cluster for parallel pilot trials (None: in this process)
+    token_file: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    accept_untrained: bool = False  # decide even when no pilot learned anything
     eval_json: str | None = None
     eval_images: str | None = None
     seed: int = 0
     device: str = "auto"
     trial_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pilot_lrs(self) -> list[float]:
+        return list(self.lrs) if self.lrs else [self.lr]
 
     @property
     def resolved_domain_name(self) -> str:
@@ -63,6 +76,11 @@ class SelectionResult:
     feature_key: str
     seconds: float
     known_shifts: dict[str, float] = field(default_factory=dict)  # earlier domain -> Fréchet from reference
+    untrained_ap: float = math.nan  # AP of the prepared model before training (NaN: not measured)
+    nothing_learned: str | None = None  # why no pilot learned anything (then no pick is made)
+    likely_causes: list[str] = field(default_factory=list)
+    compute_iterations: int = 0  # trial-iterations the pilot trained, all candidates together
+    rungs: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` document (plain JSON types; NaN -> null)."""
@@ -79,6 +97,11 @@ class SelectionResult:
                 "feature_key": self.feature_key,
                 "known_shifts": self.known_shifts,
                 "seconds": self.seconds,
+                "untrained_ap": self.untrained_ap,
+                "nothing_learned": self.nothing_learned,
+                "likely_causes": self.likely_causes,
+                "compute_iterations": self.compute_iterations,
+                "rungs": self.rungs,
             }
         )
 

@@ -8,16 +8,23 @@ sweep" for later selections (pass it with ``--history``)::
     selection.json           the machine-readable result (also printed with --json)
     report.md, report.html   the decision report (search.selection.report)
 
-The pilot runs in this process, one trial after the other, through an Optuna study whose queue
-is filled with ``enqueue_trial`` (neighbours' best configurations first, then the pilot
-matrix); each trial is ``models.trial.run_trial``. A selection is a handful of trials, so Ray's
-start-up and scheduling would cost more than they save.
+The pilot's candidates (:mod:`search.selection.candidates`: neighbours' best configurations
+first, then the pilot matrix at each pilot learning rate) go through an Optuna study whose queue is
+filled with ``enqueue_trial``, and through successive halving (:mod:`search.selection.halving`):
+all train a few iterations, the best continue from where they stopped. Each trial is a
+``models.trial`` trial; a rung's trials run one after the other in this process, or in parallel on
+a Ray cluster with ``address`` (:mod:`search.selection.parallel`). Before deciding, the best pilot
+result is checked against the untrained model (:mod:`search.selection.learned`): when no pilot
+learned anything there is no pick.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -25,14 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import UserError
-from search.selection.decision import decide
+from search.selection.candidates import candidate_points
+from search.selection.decision import Budgets, decide
 from search.selection.domain_stats import (
     build_feature_model,
     domain_stats_from_images,
     pretraining_domain,
     synthetic_images,
 )
+from search.selection.halving import HalvingSchedule, successive_halving
+from search.selection.learned import likely_causes, nothing_learned
 from search.selection.outcome import SelectionResult, SelectionSettings
+from search.selection.parallel import LocalExecutor, RayExecutor, RungExecutor
 from search.selection.shift import (
     FeatureStats,
     frechet_distance,
@@ -52,28 +63,71 @@ from search.selection.warmstart import (
     enqueue_points,
     neighbour_points,
     parse_pilot,
-    pilot_matrix,
     point_distributions,
-    warm_start_queue,
 )
 
-__all__ = ["RunPoint", "run_selection", "trial_runner"]
+__all__ = ["RunPoint", "run_selection", "trial_runner", "untrained_ap"]
 
-RunPoint = Callable[[dict[str, Any]], dict[str, Any]]
+# flat params (+ stop_at, state_dir, eval_every for a halving rung; seed for an extra seed) -> row
+RunPoint = Callable[..., Mapping[str, Any]]
 
 
 # ----------------------------------------------------------------------------------------- trials
 
 
 def trial_runner(settings: SelectionSettings) -> RunPoint:
-    """Default pilot executor: flat params -> ``models.trial.run_trial`` on the new domain -> row.
+    """Default pilot executor: flat params -> a ``models.trial`` trial on the new domain -> row.
 
     The TrialSpec mapping is the sweep's own (:func:`search.engine.model_trial.spec_dict`), so a pilot
-    trial is exactly the trial a sweep would run for the same parameters.
+    trial is exactly the trial a sweep would run for the same parameters. Called with ``stop_at``
+    (a halving rung), the trial trains with its full schedule but stops after ``stop_at``
+    iterations, saving its training state in ``state_dir``; called again with a later rung it
+    resumes from that state (``models.trial``'s exact resume), so a continued candidate is the
+    same run as an uninterrupted one. ``eval_every`` must divide every rung. ``seed`` replaces
+    the selection's seed (the finalists' extra seeds).
     """
-    from types import SimpleNamespace
+    context = _trial_context(settings)
 
-    from search.engine.model_trial import spec_dict
+    def run(
+        params: dict[str, Any],
+        stop_at: int | None = None,
+        state_dir: str | None = None,
+        eval_every: int | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        from models.trial import STATE_FILE, prepare_trial, run_trial
+        from search.engine.model_trial import spec_dict
+
+        full = {"lr": settings.lr, "iterations": settings.iterations, **params}
+        spec = spec_dict(full, context)
+        if seed is not None:
+            spec["seed"] = int(seed)
+        total = int(spec["iterations"])
+        if stop_at is None or state_dir is None:
+            return run_trial(spec).to_dict()
+        target = min(int(stop_at), total)
+        spec["eval_every"] = int(eval_every or target)
+        prepared = prepare_trial(spec)
+        start = 0
+        if (Path(state_dir) / STATE_FILE).is_file():
+            start = prepared.load_state(state_dir)
+
+        def report(iteration: int, _metrics: dict[str, float]) -> bool:
+            if iteration < target:
+                return False
+            if target < total:
+                prepared.save_state(state_dir)  # the next rung continues from here
+            return True
+
+        rec = prepared.train_and_evaluate(report=report, start_iteration=start).to_dict()
+        rec["resumed_from"] = start
+        return rec
+
+    return run
+
+
+def _trial_context(settings: SelectionSettings) -> Any:
+    from types import SimpleNamespace
 
     domain: dict[str, Any] = {
         "name": settings.resolved_domain_name,
@@ -84,19 +138,21 @@ def trial_runner(settings: SelectionSettings) -> RunPoint:
     if settings.eval_json:
         domain.update(eval_json=settings.eval_json, eval_images=settings.eval_images)
     extra = {"image_size": settings.image_size, "device": settings.device, **settings.trial_overrides}
-    context = SimpleNamespace(
+    return SimpleNamespace(
         model={"name": settings.model, "base_checkpoint": settings.base_checkpoint},
         domain=domain,
         trial={"eval_every": 0, "seed": settings.seed, "extra": extra},
     )
 
-    def run(params: dict[str, Any]) -> dict[str, Any]:
-        from models.trial import run_trial
 
-        full = {"lr": settings.lr, "iterations": settings.iterations, **params}
-        return run_trial(spec_dict(full, context)).to_dict()
+def untrained_ap(settings: SelectionSettings, params: Mapping[str, Any]) -> float:
+    """AP of the prepared model before any training (LoRA and adapters start as the identity, so
+    this is the base with the new domain's class head): the floor a pilot must clear."""
+    from models.trial import prepare_trial
+    from search.engine.model_trial import spec_dict
 
-    return run
+    full = {"lr": settings.lr, "iterations": settings.iterations, **params}
+    return float(prepare_trial(spec_dict(full, _trial_context(settings))).evaluate().to_dict()["ap"])
 
 
 def _run_pilot(
@@ -106,7 +162,20 @@ def _run_pilot(
     sweep_id: str,
     log: Callable[[str], None],
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    schedule: HalvingSchedule | None = None,
+    budgets: Budgets | None = None,
+    executor: RungExecutor | None = None,
+    state_root: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Train the queue with successive halving (:mod:`search.selection.halving`); one row per
+    candidate at the furthest rung it reached (``finalist``: it reached the last rung).
+
+    Without ``schedule`` every candidate trains its full length once (one rung). Candidates are
+    handed out by an Optuna study in queue order (``enqueue_trial``); those halving stopped early
+    are told to it as PRUNED, as a sweep's stopped trials are. Every finished trial of every rung
+    is passed to ``on_row`` at once (an interrupted selection keeps what it measured).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -116,51 +185,142 @@ def _run_pilot(
     )
     enqueue_points(study, queue)
     dists = point_distributions([w.params for w in queue])
-    rows: list[dict[str, Any]] = []
-    for i, point in enumerate(queue):
+    trials, points = [], []
+    for point in queue:
         trial = study.ask()
         # The enqueued values come back through the normal suggest API (Optuna's warm-start path).
-        params = {name: trial.suggest_categorical(name, dists[name].choices) for name in point.params}
-        t0 = time.time()
-        try:
-            rec = dict(run_point(params))
-        except UserError:
-            raise
-        except Exception as exc:  # one broken configuration must not sink the selection
-            rec = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        rec.setdefault("status", "completed")
+        points.append({name: trial.suggest_categorical(name, dists[name].choices) for name in point.params})
+        trials.append(trial)
+    if schedule is None:
+        schedule = HalvingSchedule((max(1, int(queue[0].params.get("iterations") or 1)),) if queue else (1,))
+    flat = len(schedule.rungs) == 1
+    every = math.gcd(*schedule.rungs)
+    executor = executor or LocalExecutor()
+    state = Path(state_root) if state_root is not None else None
+
+    def run_rung(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
+        rung = schedule.rungs.index(length)
+        jobs = []
+        for i, params in cands:
+            kwargs: dict[str, Any] = {}
+            if not flat:
+                where = (state or Path(tempfile.gettempdir())) / f"{sweep_id}-{i:03d}"
+                kwargs = {"stop_at": length, "state_dir": str(where), "eval_every": every}
+            jobs.append((run_point, dict(params), kwargs))
+        rows: dict[int, dict[str, Any]] = {}
+
+        def done(j: int, rec: dict[str, Any]) -> None:
+            i = cands[j][0]
+            params = points[i]
+            row = {
+                **params,
+                **rec,
+                "trial_id": f"{sweep_id}-{i:03d}",
+                "sweep_id": sweep_id,
+                "domain": domain,
+                "trial_number": i,
+                "origin": queue[i].origin,
+                "config_json": json.dumps(params, sort_keys=True),
+                "iterations_done": rec.get("iterations"),
+                "wall_seconds": float(rec.get("finished_at", 0.0)) - float(rec.get("started_at", 0.0)),
+                "sampler": "enqueued",
+                "rung": rung,
+                "rung_iterations": length,
+                "finalist": rung == len(schedule.rungs) - 1,
+            }
+            rows[i] = row
+            log(
+                f"select: pilot {i + 1}/{len(queue)} [{queue[i].origin}] {_label(params)} "
+                f"(rung {rung + 1}/{len(schedule.rungs)}, {length} it): {row['status']}, "
+                f"AP {_fmt(row.get('ap'))}, trainable {_fmt(row.get('trainable_pct'), 3)}%, "
+                f"latency {_fmt(row.get('latency_ms'))} ms"
+            )
+            if on_row is not None:
+                on_row(row)
+
+        executor.run(jobs, done)
+        return [rows[i] for i, _ in cands]
+
+    result = successive_halving(points, schedule, run_rung, budgets=budgets)
+    out: list[dict[str, Any]] = []
+    for i, trial in enumerate(trials):
+        row = result.last_rows[i]
+        values = [row.get("ap"), row.get("trainable_pct"), row.get("latency_ms")]
+        ok = row.get("status") == "completed" and all(
+            isinstance(v, int | float) and math.isfinite(float(v)) for v in values
+        )
+        if ok and row["finalist"]:
+            study.tell(trial, [float(v) for v in values])  # type: ignore[arg-type]
+        elif ok:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        out.append(dict(row))
+    if state is not None and not flat:
+        shutil.rmtree(state, ignore_errors=True)  # resume states are only for the next rung
+    return out
+
+
+def _extra_seeds(
+    records: list[dict[str, Any]],
+    run_point: RunPoint,
+    settings: SelectionSettings,
+    sweep_id: str,
+    executor: RungExecutor,
+    log: Callable[[str], None],
+    store: Callable[[list[dict[str, Any]]], None],
+) -> list[dict[str, Any]]:
+    """The finalists again with seeds seed+1 .. seed+seeds-1 at the full length: their AP spread."""
+    finals = [r for r in records if r.get("finalist") and r.get("status") == "completed"]
+    extra: list[dict[str, Any]] = []
+    jobs, meta = [], []
+    for r in finals:
+        params = json.loads(str(r["config_json"]))
+        for k in range(1, settings.seeds):
+            jobs.append((run_point, dict(params), {"seed": settings.seed + k}))
+            meta.append((r, params, settings.seed + k))
+
+    def done(j: int, rec: dict[str, Any]) -> None:
+        r, params, seed = meta[j]
         row = {
             **params,
             **rec,
-            "trial_id": f"{sweep_id}-{i:03d}",
+            "trial_id": f"{r['trial_id']}-s{seed}",
             "sweep_id": sweep_id,
-            "domain": domain,
-            "trial_number": i,
-            "origin": point.origin,
-            "config_json": json.dumps(params, sort_keys=True),
+            "domain": r["domain"],
+            "trial_number": r["trial_number"],
+            "origin": f"{r['origin']}, seed {seed}",
+            "config_json": r["config_json"],
             "iterations_done": rec.get("iterations"),
-            "started_at": t0,
-            "finished_at": time.time(),
-            "wall_seconds": time.time() - t0,
+            "seed": seed,
             "sampler": "enqueued",
+            "rung": r["rung"],
+            "rung_iterations": r["rung_iterations"],
+            "finalist": True,
         }
-        values = [row.get("ap"), row.get("trainable_pct"), row.get("latency_ms")]
-        ok = row["status"] == "completed" and all(
-            isinstance(v, int | float) and math.isfinite(float(v)) for v in values
-        )
-        if ok:
-            study.tell(trial, [float(v) for v in values])  # type: ignore[arg-type]
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log(
-            f"select: pilot {i + 1}/{len(queue)} [{point.origin}] {_label(params)}: {row['status']}, "
-            f"AP {_fmt(row.get('ap'))}, trainable {_fmt(row.get('trainable_pct'), 3)}%, "
-            f"latency {_fmt(row.get('latency_ms'))} ms"
-        )
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-    return rows
+        log(f"select: {_label(params)} seed {seed}: {row['status']}, AP {_fmt(row.get('ap'))}")
+        store([row])
+        extra.append(row)
+
+    executor.run(jobs, done)
+    return extra
+
+
+def _trained(row: Mapping[str, Any]) -> int:
+    """Iterations a candidate's last row trained in all (a continued candidate resumes, so its
+    furthest rung is its whole cost)."""
+    try:
+        return int(float(row.get("iterations_done") or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _train_images(settings: SelectionSettings) -> int | None:
+    try:
+        doc = json.loads(Path(settings.data_json).read_text())
+        return len(doc.get("images") or [])
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _label(params: Mapping[str, Any]) -> str:
@@ -273,26 +433,69 @@ def run_selection(
         k=settings.neighbours,
         exclude=[reference],
     )
-    pilot = pilot_matrix(settings.pilot, lr=settings.lr, iterations=settings.iterations)
-    queue = warm_start_queue(pilot, warm, iterations=settings.iterations)
+    queue = candidate_points(settings.pilot, settings.pilot_lrs, settings.iterations, warm=warm)
+    schedule = HalvingSchedule.geometric(settings.iterations, settings.rungs, settings.eta)
     if neighbours:
         log(
             "select: nearest earlier domains: "
             + ", ".join(f"{n.domain} ({n.distance:.3f})" for n in neighbours)
         )
 
-    # 3. the pilot, as a small enqueued study.
+    # 3. the pilot: successive halving over the queue (an enqueued Optuna study), here or on Ray.
     sweep_id = f"select-{uuid.uuid4().hex[:8]}"
     runner = run_point or trial_runner(settings)
+    untrained = math.nan
+    if run_point is None and queue:
+        untrained = untrained_ap(settings, queue[0].params)
+        log(f"select: untrained model (base + new class head): AP {untrained:.2f}")
     from search.results.store import ResultStore
 
     store = ResultStore(out / "results")
-    # Each finished trial is stored at once: an interrupted selection keeps what it measured.
-    records = _run_pilot(queue, runner, domain, sweep_id, log, on_row=lambda row: store.upsert_trials([row]))
+    executor: RungExecutor = (
+        RayExecutor(
+            settings.address,
+            token_file=settings.token_file,
+            num_cpus=settings.cpus_per_trial,
+            num_gpus=settings.gpus_per_trial,
+        )
+        if settings.address
+        else LocalExecutor()
+    )
+    log(
+        f"select: {len(queue)} candidates, rungs {list(schedule.rungs)} iterations "
+        f"(keep 1/{schedule.eta:g}), "
+        + (f"on the Ray cluster at {settings.address}" if settings.address else "in this process")
+    )
+    try:
+        # Each finished trial is stored at once: an interrupted selection keeps what it measured.
+        records = _run_pilot(
+            queue,
+            runner,
+            domain,
+            sweep_id,
+            log,
+            on_row=lambda row: store.upsert_trials([row]),
+            schedule=schedule,
+            budgets=settings.budgets,
+            executor=executor,
+            state_root=out / "pilot_state",
+        )
+        if settings.seeds > 1:
+            records += _extra_seeds(records, runner, settings, sweep_id, executor, log, store.upsert_trials)
+    finally:
+        executor.close()
     record_domain_stats(out, domain, target_stats, feature_key=key, source=f"select {data_json}")
 
-    # 4. decision.
-    decision = decide(records, settings.budgets)
+    # 4. decision among the candidates that reached the last rung (comparable training lengths).
+    finals = [r for r in records if r.get("finalist", True)]
+    verdict = None
+    if not settings.accept_untrained:
+        verdict = nothing_learned(finals, untrained_ap=untrained)
+    decision = decide(finals, settings.budgets)
+    causes: list[str] = []
+    if verdict is not None:
+        causes = likely_causes(iterations=settings.iterations, train_images=_train_images(settings))
+        log(f"select: no pilot learned anything: {verdict}")
     result = SelectionResult(
         domain=domain,
         reference_domain=reference,
@@ -305,6 +508,11 @@ def run_selection(
         feature_key=key,
         seconds=time.time() - t_start,
         known_shifts=known,
+        untrained_ap=untrained,
+        nothing_learned=verdict,
+        likely_causes=causes,
+        compute_iterations=sum(_trained(r) for r in records),
+        rungs=list(schedule.rungs),
     )
     from models.data.coco import atomic_write_json
 

@@ -114,6 +114,7 @@ _PILOT_COLUMNS = (
     "label",
     "origin",
     "status",
+    "iterations",
     "ap",
     "ap50",
     "ap_s",
@@ -136,6 +137,7 @@ def _pilot_rows(result: SelectionResult) -> list[list[str]]:
                 config_label(r),
                 str(r.get("origin", "")),
                 str(r.get("status", "")),
+                _f(r.get("iterations_done"), 0),
                 _f(r.get("ap")),
                 _f(r.get("ap50")),
                 _f(r.get("ap_s")),
@@ -186,19 +188,49 @@ def _sections(
     queue_rows = [[str(i + 1), config_label(w.params), w.origin] for i, w in enumerate(result.queue)]
     secs.append(("Warm start", warm_par, [(("#", "configuration", "origin"), queue_rows)]))
 
-    secs.append(
-        (
-            "Pilot results",
-            [
-                "`pareto` marks the non-dominated trials over (AP max, trainable % min, latency min). "
-                "missed_rate, tp_confidence and small_recall are shares (0-1)."
-            ],
-            [(_PILOT_COLUMNS, _pilot_rows(result))],
+    rungs = getattr(result, "rungs", []) or []
+    pilot_par = [
+        "`pareto` marks the non-dominated trials over (AP max, trainable % min, latency min). "
+        "missed_rate, tp_confidence and small_recall are shares (0-1)."
+    ]
+    if len(rungs) > 1:
+        pilot_par.append(
+            f"Successive halving over rungs of {', '.join(str(r) for r in rungs)} iterations: every "
+            "candidate trained with the full schedule, the best of each rung continued from where it "
+            "stopped; `iterations` is how far each got. Only the candidates that reached the last rung "
+            "are compared by the decision."
         )
-    )
+    compute = getattr(result, "compute_iterations", 0)
+    if compute:
+        pilot_par.append(f"Compute: {compute} trial-iterations in all.")
+    untrained = _num(getattr(result, "untrained_ap", math.nan))
+    if math.isfinite(untrained):
+        pilot_par.append(f"Untrained model (base + new class head): AP {untrained:.2f}.")
+    cand_rows = [
+        [c.label, c.ap_text if c.completed else "n/a", str(c.seeds), _f(c.trainable_pct, 3), _f(c.latency_ms),
+         "yes" if not d.violations.get(c.label) else "; ".join(d.violations.get(c.label, []))]
+        for c in d.candidates
+    ]  # fmt: skip
+    tables_pilot: list[tuple[Sequence[str], list[list[str]]]] = [(_PILOT_COLUMNS, _pilot_rows(result))]
+    if cand_rows:
+        tables_pilot.append(
+            (
+                ("candidate", "AP (mean ± sd over seeds)", "seeds", "trainable %", "latency ms", "feasible"),
+                cand_rows,
+            )
+        )
+    secs.append(("Pilot results", pilot_par, tables_pilot))
 
     rec_par = []
-    if d.feasible:
+    why = getattr(result, "nothing_learned", None)
+    if why:
+        causes = getattr(result, "likely_causes", []) or []
+        rec_par.append(
+            f"**No pilot learned anything** ({why}), so nothing is recommended. Likely causes: "
+            + "; ".join(causes)
+            + "."
+        )
+    elif d.feasible:
         rec_par.append("Recommendation: " + _cand_line(d.chosen) + ".")
     else:
         rec_par.append("**No method meets the budgets.** Closest: " + _cand_line(d.closest) + ".")

@@ -35,6 +35,7 @@ __all__ = [
     "parse_pilot",
     "pilot_matrix",
     "neighbour_points",
+    "history_points",
     "warm_start_queue",
     "enqueue_points",
     "point_distributions",
@@ -180,10 +181,26 @@ def neighbour_points(
         for n in nearest_domains(path, stats, k, feature_key=feature_key, exclude=exclude):
             found.append((n.distance, n.domain, path))
     found.sort(key=lambda t: (t[0], t[1], str(t[2])))
+    history = [
+        (distance, domain, [r for r in _trials_of(path, domain) if r.get("status") == "completed"])
+        for distance, domain, path in found[:k]
+    ]
+    return history_points(history, budgets)
+
+
+def history_points(
+    neighbours: Sequence[tuple[float, str, Sequence[Mapping[str, Any]]]], budgets: Budgets
+) -> list[WarmPoint]:
+    """Warm points from earlier domains' completed trials, nearest first.
+
+    ``neighbours``: (distance, domain, completed trial rows). Per domain: the configuration
+    :func:`search.selection.decision.decide` picks under ``budgets`` (if any is feasible), then its
+    best-AP configuration when that differs. (``peftsweep bench select`` applies it to the
+    recorded grids of the other domains.)
+    """
     out: list[WarmPoint] = []
-    for distance, domain, path in found[:k]:
-        rows = [r for r in _trials_of(path, domain) if r.get("status") == "completed"]
-        rows = [r for r in rows if isinstance(r.get("ap"), int | float) and math.isfinite(float(r["ap"]))]
+    for distance, domain, trials in sorted(neighbours, key=lambda t: (t[0], t[1])):
+        rows = [r for r in trials if isinstance(r.get("ap"), int | float) and math.isfinite(float(r["ap"]))]
         if not rows:
             continue
         decision = decide(rows, budgets)

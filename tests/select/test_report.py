@@ -76,8 +76,30 @@ def test_render_contains_every_section(tmp_path: Path) -> None:
     page = render_html(result)
     assert "new&lt;dom&gt;" in page and "new<dom>" not in page
     assert "<b>adapter x2</b>" in page
-    # shift scale, warm-start queue, pilot results, failure modes
-    assert page.count("<table>") == 4 and np.isfinite(result.shift.frechet)
+    # shift scale, warm-start queue, pilot results, candidates compared, failure modes
+    assert page.count("<table>") == 5 and np.isfinite(result.shift.frechet)
+    # One seed each: AP without a spread; full head (45.0) and adapters x2 (44.0) are within the
+    # typical seed noise (2.0 AP), which the recommendation says.
+    assert "| adapter x2 | 44.00 | 1 | 0.500 | 12.00 | yes |" in md
+    assert "The top two by AP, full_head (45.00) and adapter x2 (44.00), are within noise" in md
+
+
+def test_report_shows_seed_spread_and_nothing_learned(tmp_path: Path) -> None:
+    recs = [_rec(f"a{s}", "lora", ap, 0.2, 10.0, lora_rank=4) for s, ap in enumerate((0.2, 0.4, 0.0))]
+    recs.append(_rec("c", "full_head", 0.5, 30.0, 10.0))
+    decision = decide(recs, Budgets())
+    result = SelectionResult(
+        domain="voc3", reference_domain="source", shift=ShiftResult(12.5, 0.3, 64, 32, 240),
+        neighbours=[], queue=[], records=recs, decision=decision, out_dir=tmp_path, feature_key="k",
+        seconds=1.0, untrained_ap=0.0, nothing_learned="the best pilot AP is 0.50 (at or near 0)",
+        likely_causes=["too few training images (3; 16 or more)"], compute_iterations=160, rungs=[10, 20, 40],
+    )  # fmt: skip
+    md = render_markdown(result)
+    assert "| lora r4 | 0.20 ± 0.20 (3 seeds) | 3 |" in md
+    assert "**No pilot learned anything** (the best pilot AP is 0.50 (at or near 0)), so nothing is" in md
+    assert "too few training images (3; 16 or more)" in md and "Recommendation:" not in md
+    assert "rungs of 10, 20, 40 iterations" in md and "Compute: 160 trial-iterations" in md
+    assert "Untrained model (base + new class head): AP 0.00." in md
 
 
 def test_write_report_files(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 Two selections: the first (clutter) runs the default pilot matrix and records its domain; the
 second (street) uses the first as history, so its queue starts with clutter's pick, and has an
 impossible latency budget, so it exits with the infeasible status and names the closest method.
+One iteration teaches the tiny model nothing, so both pass ``--accept-untrained``; a third run
+without it exits with the 'nothing learned' status, naming the likely causes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from models.data.coco import write_synthetic_coco
 from search.cli import main
 from search.results.store import ResultStore
 from search.selection.decision import EXIT_INFEASIBLE
+from search.selection.learned import EXIT_NOTHING_LEARNED
 from search.selection.similarity import list_domain_stats
 
 TINY = [
@@ -30,7 +33,8 @@ def test_select_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     clutter = write_synthetic_coco("clutter", tmp_path / "clutter", 6, seed=3, image_size=64)
     out1 = tmp_path / "sel_clutter"
     rc = main(["select", "--data", str(clutter), "--images", str(clutter.parent / "images"),
-               "--out", str(out1), "--json", "--min-ap-fraction", "0.5", *TINY])  # fmt: skip
+               "--out", str(out1), "--json", "--min-ap-fraction", "0.5", "--accept-untrained",
+               *TINY])  # fmt: skip
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     doc = json.loads(captured.out)
@@ -66,7 +70,7 @@ def test_select_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out2 = tmp_path / "sel_street"
     rc = main(["select", "--data", str(street), "--images", str(street.parent / "images"), "--out", str(out2),
                "--json", "--history", str(out1), "--pilot", "lora:4", "--latency-budget-ms", "0.001",
-               "--min-ap-fraction", "0.5", *TINY])  # fmt: skip
+               "--min-ap-fraction", "0.5", "--accept-untrained", *TINY])  # fmt: skip
     captured = capsys.readouterr()
     assert rc == EXIT_INFEASIBLE
     assert "no method meets the budgets; closest:" in captured.err
@@ -83,6 +87,16 @@ def test_select_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert origins == (["neighbour clutter"] if expected == doc["queue"][0]["params"] else
                        ["neighbour clutter", "pilot"])  # fmt: skip
     assert doc2["decision"]["feasible"] is False and doc2["decision"]["closest"] is not None
+
+    # The same street data without --accept-untrained: nothing learned, no pick, exit 4.
+    rc = main(["select", "--data", str(street), "--images", str(street.parent / "images"),
+               "--out", str(tmp_path / "sel_none"), "--pilot", "lora:4,full_head", *TINY])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == EXIT_NOTHING_LEARNED
+    assert "no pilot learned anything" in captured.err and "too few iterations (1 per" in captured.err
+    assert "too few training images (6" in captured.err and "Recommendation:" not in captured.out
+    md = (tmp_path / "sel_none" / "report.md").read_text()
+    assert "**No pilot learned anything**" in md
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,621 @@
+"""``peftsweep bench select``: does ``peftsweep select`` pick well, and at what compute?
+
+Replayed on the recorded real grids (``tables/select_<domain>.csv`` + ``.curves.csv``, written by
+:mod:`search.benchmarks.record_real_grid` ``--grid select``): every configuration of the grid
+trained for 80 iterations on each synthetic domain with 3 seeds, AP evaluated every 20.
+
+For each domain, budget scenario and pilot seed s:
+
+- **select** runs its real candidate queue (:func:`search.selection.warmstart.candidate_points`:
+  the pilot matrix at each pilot learning rate, after the neighbours' warm-start points when warm
+  start is on) through the real successive halving (:mod:`search.selection.halving`, budget-aware
+  promotion) and the real decision rule (:func:`search.selection.decision.decide`). A candidate's AP
+  at a rung is seed s's recorded AP after that many iterations (a prefix of the full-schedule run:
+  exactly what a stopped-then-continued pilot trial sees).
+- **warm start** takes the other three domains as history (their recorded grids, mean AP over
+  seeds), ranks them by the Fréchet distance of their backbone features to this domain
+  (``tables/select_domains.json``) and puts the configurations the decision rule picks on the
+  nearest two (and their best-AP configurations) first in the queue.
+- **rules of thumb** ('always LoRA r8', 'always adapters x2', 'always full head', at select's
+  default learning rate) train one configuration.
+
+Truth is the grid's final AP (mean over seeds). *Best feasible* is the highest such AP among grid
+configurations within the scenario's parameter and latency budgets; *regret* is best feasible minus
+the picked configuration's AP (AP points and % of the best); a pick outside the budgets or no pick
+counts as the whole best AP lost. *Compute* is trial-iterations as a % of a full sweep of the grid
+(every configuration once, 80 iterations). The same replay prints each method family's best AP
+per domain against the paper's finding (LoRA close to adapters near pretraining, adapters ahead
+under strong shift).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.errors import UserError
+
+__all__ = [
+    "TABLES",
+    "DOMAINS",
+    "SCENARIOS",
+    "RULES",
+    "DomainGrid",
+    "Scenario",
+    "Outcome",
+    "load_grid",
+    "load_distances",
+    "grid_key",
+    "replay_select",
+    "rule_outcome",
+    "family_best",
+    "run_bench",
+    "format_bench",
+    "add_arguments",
+    "main",
+]
+
+TABLES = Path(__file__).resolve().parent / "tables"
+DOMAINS = ("clean", "clutter", "xray", "street")
+# Grid columns that identify a configuration (the rest are metrics). ``iterations`` is left out:
+# a pilot point's training length is the pilot's, the configuration is the same.
+_ID_COLUMNS = (
+    "method",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "adapter_repetitions",
+    "adapter_placement",
+    "adapter_residual",
+    "adapter_reduction",
+    "lr",
+)
+# A full sweep of the search space bench search records (REAL_GRID x REAL_LRS: 153 configurations,
+# 80 iterations each): the "full sweep" a selection's compute is also measured against.
+FULL_SWEEP_ITERATIONS = 153 * 80
+FAMILIES = {
+    "LoRA": ("lora",),
+    "adapters": ("adapter",),
+    "full head": ("full_head",),
+    "partial heads": ("decoder_only", "class_mask"),
+}
+
+
+def _norm(v: Any) -> Any:
+    if v is None or v == "":
+        return None
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        v = f
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+    return v
+
+
+def grid_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Identity of a configuration across the grid's CSV and the pilot's parameter dicts."""
+    out = []
+    for c in _ID_COLUMNS:
+        v = _norm(params.get(c))
+        if v is not None:
+            out.append((c, v))
+    return tuple(out)
+
+
+@dataclass
+class DomainGrid:
+    """One domain's recorded grid: final rows, per-seed curves, and how it was recorded."""
+
+    domain: str
+    rows: list[dict[str, Any]]  # one per configuration: params + ap (mean), ap_sd, costs
+    curves: dict[tuple[Any, int], dict[int, float]]  # (grid_key, seed) -> iteration -> AP
+    seeds: list[int]
+    iterations: int
+    untrained_ap: dict[int, float] = field(default_factory=dict)
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        k = grid_key(params)
+        for r in self.rows:
+            if grid_key(r) == k:
+                return r
+        return None
+
+    @property
+    def lrs(self) -> list[float]:
+        """The grid's learning rates (the pilot runs at these; the rules at the first)."""
+        return sorted({float(r["lr"]) for r in self.rows})
+
+    @property
+    def ap_noise(self) -> float:
+        """Median seed-to-seed standard deviation of final AP over the grid."""
+        sds = [float(r["ap_sd"]) for r in self.rows if math.isfinite(float(r.get("ap_sd") or math.nan))]
+        return statistics.median(sds) if sds else math.nan
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"--tables: {path} not found (record it with search.benchmarks.record_real_grid)")
+    with open(path, newline="") as fh:
+        return [dict(r) for r in csv.DictReader(fh)]
+
+
+def load_grid(domain: str, tables: str | Path = TABLES) -> DomainGrid:
+    """Read ``select_<domain>.csv``, its ``.curves.csv`` and ``.json`` sidecar from ``tables``."""
+    base = Path(tables) / f"select_{domain}.csv"
+    raw = _read_csv(base)
+    rows: list[dict[str, Any]] = []
+    for r in raw:
+        row: dict[str, Any] = {k: _norm(v) for k, v in r.items()}
+        if row.get("method") == "lora":
+            # The sweep's default LoRA targets are the empty set, stored as '' (the pilot's too).
+            row["lora_targets"] = r.get("lora_targets", "")
+        for k in ("ap", "ap_sd", "trainable_pct", "latency_ms"):
+            row[k] = float(r[k]) if r.get(k) not in (None, "") else math.nan
+        row["trainable_params"] = int(float(r["trainable_params"]))
+        rows.append(row)
+    curves: dict[tuple[Any, int], dict[int, float]] = {}
+    seeds: set[int] = set()
+    for r in _read_csv(base.with_name(base.stem + ".curves.csv")):
+        seed = int(r["seed"])
+        seeds.add(seed)
+        ap = float(r["ap"]) if r["status"] == "completed" and r["ap"] != "" else math.nan
+        curves.setdefault((grid_key(r), seed), {})[int(r["iteration"])] = ap
+    side_path = base.with_suffix(".json")
+    side = json.loads(side_path.read_text()) if side_path.is_file() else {}
+    iterations = max((int(float(r["iterations"])) for r in raw), default=0)
+    untrained = {int(k): float(v) for k, v in (side.get("untrained_ap") or {}).items()}
+    return DomainGrid(domain, rows, curves, sorted(seeds), iterations, untrained, side)
+
+
+def load_distances(tables: str | Path = TABLES) -> dict[str, dict[str, float]]:
+    """``select_domains.json``: Fréchet distance between every pair of domains (and to source)."""
+    path = Path(tables) / "select_domains.json"
+    if not path.is_file():
+        raise UserError(f"--tables: {path} not found (record it with search.benchmarks.record_real_grid)")
+    data = json.loads(path.read_text())
+    return {str(a): {str(b): float(d) for b, d in row.items()} for a, row in data["frechet"].items()}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A deployment's budgets; latency as a factor of the base network's latency on that domain."""
+
+    name: str
+    param_budget_pct: float | None = None
+    latency_factor: float | None = None
+    min_ap_fraction: float = 0.9
+
+    def budgets(self, grid: DomainGrid) -> Any:
+        from search.selection.decision import Budgets
+
+        lat = None
+        if self.latency_factor is not None:
+            base = [r["latency_ms"] for r in grid.rows if r["method"] in ("full_head", "lora")]
+            lat = self.latency_factor * min(base)
+        return Budgets(lat, self.param_budget_pct, self.min_ap_fraction)
+
+
+SCENARIOS = (
+    Scenario("no budget"),
+    Scenario("params <= 5 %", param_budget_pct=5.0),
+    Scenario("params <= 8 %, latency <= 1.03 x base", param_budget_pct=8.0, latency_factor=1.03),
+)
+# Rules of thumb: one configuration, trained at select's default learning rate.
+RULES: dict[str, str] = {
+    "always LoRA r8": "lora:8",
+    "always adapters x2": "adapter:2",
+    "always full head": "full_head",
+}
+
+
+@dataclass
+class Outcome:
+    """What one strategy got on one domain/scenario/seed."""
+
+    strategy: str
+    domain: str
+    scenario: str
+    seed: int
+    picked: str | None
+    picked_ap: float
+    best_ap: float
+    best_label: str
+    cost_iterations: int
+    grid_iterations: int
+    note: str = ""
+
+    @property
+    def compute_pct(self) -> float:
+        """Trial-iterations as a % of a full sweep of the recorded grid."""
+        return 100.0 * self.cost_iterations / self.grid_iterations
+
+    @property
+    def compute_full_pct(self) -> float:
+        """... and as a % of a full sweep of the project's search grid (bench search's real table)."""
+        return 100.0 * self.cost_iterations / FULL_SWEEP_ITERATIONS
+
+    @property
+    def regret(self) -> float:
+        return self.best_ap - (self.picked_ap if math.isfinite(self.picked_ap) else 0.0)
+
+    @property
+    def regret_pct(self) -> float:
+        return 100.0 * self.regret / self.best_ap if self.best_ap > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "domain": self.domain,
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "picked": self.picked,
+            "picked_ap": self.picked_ap,
+            "best_ap": self.best_ap,
+            "best": self.best_label,
+            "regret": self.regret,
+            "regret_pct": self.regret_pct,
+            "cost_iterations": self.cost_iterations,
+            "compute_pct": self.compute_pct,
+            "compute_full_pct": self.compute_full_pct,
+            "note": self.note,
+        }
+
+
+def _label(p: Mapping[str, Any]) -> str:
+    from search.selection.decision import config_label
+
+    lr = _norm(p.get("lr"))
+    return (
+        f"{config_label({k: v for k, v in p.items() if v is not None})} lr {lr:g}" if lr else config_label(p)
+    )
+
+
+def _within(row: Mapping[str, Any], budgets: Any) -> bool:
+    if budgets.param_budget_pct is not None and not row["trainable_pct"] <= budgets.param_budget_pct:
+        return False
+    return budgets.latency_budget_ms is None or row["latency_ms"] <= budgets.latency_budget_ms
+
+
+def best_feasible(grid: DomainGrid, budgets: Any) -> dict[str, Any]:
+    ok = [r for r in grid.rows if _within(r, budgets) and math.isfinite(r["ap"])]
+    if not ok:
+        raise UserError(f"bench select: no configuration of {grid.domain} fits the budgets")
+    return max(ok, key=lambda r: r["ap"])
+
+
+def _truth(grid: DomainGrid, params: Mapping[str, Any] | None, budgets: Any) -> tuple[float, str]:
+    if params is None:
+        return math.nan, "no pick"
+    row = grid.row(params)
+    if row is None:
+        raise UserError(f"bench select: {_label(params)} is not a point of the {grid.domain} grid")
+    if not _within(row, budgets):
+        return math.nan, "outside the budgets"
+    return float(row["ap"]), ""
+
+
+def warm_points(
+    domain: str,
+    grids: Mapping[str, DomainGrid],
+    distances: Mapping[str, Mapping[str, float]],
+    budgets: Any,
+    k: int = 2,
+) -> list[Any]:
+    """Warm-start points from the ``k`` nearest other domains' recorded grids (mean AP)."""
+    from search.selection.warmstart import history_points
+
+    others = sorted((d for d in grids if d != domain), key=lambda d: (distances[domain][d], d))[:k]
+    history = {d: [{**r, "status": "completed"} for r in grids[d].rows] for d in others}
+    return history_points([(distances[domain][d], d, history[d]) for d in others], budgets)
+
+
+def replay_select(
+    grid: DomainGrid,
+    seed: int,
+    scenario: Scenario,
+    *,
+    warm: Sequence[Any] = (),
+    pilot: str | None = None,
+    lrs: Sequence[float] | None = None,
+    rungs: int = 3,
+    eta: float = 2.0,
+    strategy: str = "select",
+) -> Outcome:
+    """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid."""
+    from search.selection.candidates import candidate_points
+    from search.selection.decision import decide
+    from search.selection.halving import HalvingSchedule, successive_halving
+    from search.selection.learned import nothing_learned
+    from search.selection.warmstart import DEFAULT_PILOT
+
+    budgets = scenario.budgets(grid)
+    best = best_feasible(grid, budgets)
+    queue = candidate_points(pilot or DEFAULT_PILOT, list(lrs or grid.lrs), grid.iterations, warm=list(warm))
+    schedule = HalvingSchedule.geometric(grid.iterations, rungs, eta)
+
+    def run_rung(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
+        out = []
+        for _, p in cands:
+            row = grid.row(p)
+            curve = grid.curves.get((grid_key(p), seed))
+            if row is None or curve is None:
+                raise UserError(f"bench select: {_label(p)} (seed {seed}) is not in the {grid.domain} grid")
+            if length not in curve:
+                raise UserError(
+                    f"bench select: {grid.domain} curves have no AP at iteration {length} "
+                    f"(recorded: {sorted(curve)})"
+                )
+            ap = curve[length]
+            out.append(
+                {
+                    **p,
+                    "status": "completed" if math.isfinite(ap) else "failed",
+                    "ap": ap,
+                    "trainable_params": row["trainable_params"],
+                    "trainable_pct": row["trainable_pct"],
+                    "latency_ms": row["latency_ms"],
+                }
+            )
+        return out
+
+    result = successive_halving([w.params for w in queue], schedule, run_rung, budgets=budgets)
+    cost = (result.cost_iterations, len(grid.rows) * grid.iterations)
+    finals = [result.last_rows[i] for i in result.finalists]
+    untrained = grid.untrained_ap.get(seed, math.nan)
+    verdict = nothing_learned(finals, untrained_ap=untrained, noise=grid.ap_noise)
+    if verdict is not None:
+        return Outcome(
+            strategy,
+            grid.domain,
+            scenario.name,
+            seed,
+            None,
+            math.nan,
+            best["ap"],
+            _label(best),
+            *cost,
+            "nothing learned: " + verdict,
+        )
+    decision = decide(finals, budgets)
+    params = decision.chosen.params if decision.chosen is not None else None
+    ap, note = _truth(grid, params, budgets)
+    return Outcome(
+        strategy,
+        grid.domain,
+        scenario.name,
+        seed,
+        _label(params) if params else None,
+        ap,
+        best["ap"],
+        _label(best),
+        *cost,
+        note,
+    )
+
+
+def rule_outcome(grid: DomainGrid, rule: str, scenario: Scenario, lr: float | None = None) -> Outcome:
+    """A rule of thumb: train one fixed configuration (one trial's compute) at ``lr``
+    (default: the grid's first learning rate, which the pilot uses too)."""
+    from search.selection.warmstart import pilot_matrix
+
+    lr = grid.lrs[0] if lr is None else lr
+    budgets = scenario.budgets(grid)
+    best = best_feasible(grid, budgets)
+    params = pilot_matrix(RULES[rule], lr=lr, iterations=grid.iterations)[0]
+    ap, note = _truth(grid, params, budgets)
+    cost = (grid.iterations, len(grid.rows) * grid.iterations)
+    return Outcome(
+        rule, grid.domain, scenario.name, -1, _label(params), ap, best["ap"], _label(best), *cost, note
+    )
+
+
+def family_best(grid: DomainGrid) -> dict[str, dict[str, Any]]:
+    """Best final AP (mean over seeds, with its sd and configuration) of each method family."""
+    out: dict[str, dict[str, Any]] = {}
+    for fam, methods in FAMILIES.items():
+        rows = [r for r in grid.rows if r["method"] in methods and math.isfinite(r["ap"])]
+        if rows:
+            b = max(rows, key=lambda r: r["ap"])
+            out[fam] = {"ap": b["ap"], "ap_sd": b["ap_sd"], "config": _label(b)}
+    return out
+
+
+def run_bench(
+    tables: str | Path = TABLES,
+    domains: Sequence[str] = DOMAINS,
+    *,
+    rungs: int = 3,
+    eta: float = 2.0,
+    neighbours: int = 2,
+) -> dict[str, Any]:
+    """Every outcome (select cold and warm, rules) on every domain, scenario and seed."""
+    grids = {d: load_grid(d, tables) for d in domains}
+    distances = load_distances(tables) if len(grids) > 1 else {}
+    outcomes: list[Outcome] = []
+    for d, grid in grids.items():
+        for sc in SCENARIOS:
+            budgets = sc.budgets(grid)
+            warm = warm_points(d, grids, distances, budgets, neighbours) if distances else []
+            for s in grid.seeds:
+                outcomes.append(replay_select(grid, s, sc, rungs=rungs, eta=eta))
+                if warm:
+                    outcomes.append(
+                        replay_select(grid, s, sc, warm=warm, rungs=rungs, eta=eta, strategy="select + warm")
+                    )
+            for rule in RULES:
+                outcomes.append(rule_outcome(grid, rule, sc))
+    families = {d: family_best(g) for d, g in grids.items()}
+    shift = {d: distances.get("source", {}).get(d, math.nan) for d in grids}
+    return {
+        "outcomes": [o.to_dict() for o in outcomes],
+        "families": families,
+        "shift_from_source": shift,
+        "noise": {d: g.ap_noise for d, g in grids.items()},
+        "untrained_ap": {d: g.untrained_ap for d, g in grids.items()},
+        "grid_configs": {d: len(g.rows) for d, g in grids.items()},
+        "sidecars": {
+            d: {k: g.sidecar.get(k) for k in ("machine", "date", "record_minutes")} for d, g in grids.items()
+        },
+    }
+
+
+def _summary(outcomes: Sequence[Mapping[str, Any]], strategy: str) -> dict[str, float]:
+    rows = [o for o in outcomes if o["strategy"] == strategy]
+    reg = [o["regret_pct"] for o in rows]
+    return {
+        "n": len(rows),
+        "mean_regret_pct": statistics.fmean(reg) if reg else math.nan,
+        "worst_regret_pct": max(reg) if reg else math.nan,
+        "mean_regret_ap": statistics.fmean(o["regret"] for o in rows) if rows else math.nan,
+        "mean_compute_pct": statistics.fmean(o["compute_pct"] for o in rows) if rows else math.nan,
+        "worst_compute_pct": max(o["compute_pct"] for o in rows) if rows else math.nan,
+        "worst_compute_full_pct": max(o["compute_full_pct"] for o in rows) if rows else math.nan,
+    }
+
+
+def format_bench(res: Mapping[str, Any]) -> list[str]:
+    """The bench's printed lines (computation above, text here)."""
+    lines: list[str] = []
+    outs = res["outcomes"]
+    strategies = list(dict.fromkeys(o["strategy"] for o in outs))
+    lines.append(
+        "regret = best feasible AP of the grid - AP of the pick (final AP, mean over the seeds); compute = "
+        "trial-iterations as % of one full sweep of the recorded grid, and of the search space's full "
+        f"sweep ({FULL_SWEEP_ITERATIONS} trial-iterations: bench search's 153 configurations x 80)"
+    )
+    for d in res["families"]:
+        lines.append(
+            f"\n== {d} (grid {res['grid_configs'][d]} configs, seed-to-seed AP sd ~{res['noise'][d]:.2f}, "
+            f"untrained AP {', '.join(f'{v:.2f}' for v in res['untrained_ap'][d].values()) or 'n/a'})"
+        )
+        for sc in dict.fromkeys(o["scenario"] for o in outs if o["domain"] == d):
+            here = [o for o in outs if o["domain"] == d and o["scenario"] == sc]
+            lines.append(f"  [{sc}] best feasible: {here[0]['best']} AP {here[0]['best_ap']:.2f}")
+            for st in strategies:
+                rows = [o for o in here if o["strategy"] == st]
+                if not rows:
+                    continue
+                picks = ", ".join(
+                    sorted(
+                        {f"{o['picked'] or '-'}{' (' + o['note'] + ')' if o['note'] else ''}" for o in rows}
+                    )
+                )
+                reg = [o["regret"] for o in rows]
+                regp = [o["regret_pct"] for o in rows]
+                comp = statistics.fmean(o["compute_pct"] for o in rows)
+                full = statistics.fmean(o["compute_full_pct"] for o in rows)
+                lines.append(
+                    f"    {st:<20} regret {statistics.fmean(reg):5.2f} AP ({statistics.fmean(regp):5.1f} %, "
+                    f"worst seed {max(regp):5.1f} %)  compute {comp:5.1f} % of the grid, {full:4.1f} % of a "
+                    f"full sweep  pick: {picks}"
+                )
+    lines.append("\n== summary over domains x scenarios x seeds")
+    for st in strategies:
+        s = _summary(outs, st)
+        lines.append(
+            f"  {st:<20} mean regret {s['mean_regret_ap']:5.2f} AP = {s['mean_regret_pct']:5.1f} % "
+            f"(worst {s['worst_regret_pct']:5.1f} %), compute {s['mean_compute_pct']:5.1f} % of the grid "
+            f"(worst {s['worst_compute_pct']:5.1f} %; {s['worst_compute_full_pct']:4.1f} % of a full sweep)"
+        )
+    for st in [s for s in strategies if s.startswith("select")]:
+        s = _summary(outs, st)
+        regret_ok = all(o["regret_pct"] <= 10.0 for o in outs if o["strategy"] == st)
+        beats = all(
+            s["mean_regret_pct"] < _summary(outs, r)["mean_regret_pct"]
+            for r in strategies
+            if r.startswith("always")
+        )
+        grid_ok = s["worst_compute_pct"] <= 15
+        full_ok = s["worst_compute_full_pct"] <= 15
+        lines.append(
+            f"  target ({st}): regret <= 10 % on every domain/scenario/seed: {_met(regret_ok)}; "
+            f"compute <= 15 % of the grid: {_met(grid_ok)}, of a full sweep: {_met(full_ok)}; "
+            f"lower mean regret than every rule: {'yes' if beats else 'no'}"
+        )
+    lines.append("\n== best AP per method family (final AP, mean +- sd over seeds)")
+    fams = list(FAMILIES)
+    lines.append("  domain   shift  " + "".join(f"{f:>22}" for f in fams) + "   adapters - LoRA")
+    order = sorted(res["families"], key=lambda d: res["shift_from_source"].get(d, math.nan))
+    for d in order:
+        fb = res["families"][d]
+        cells = "".join(
+            f"{fb[f]['ap']:>15.2f} +-{fb[f]['ap_sd']:4.2f}" if f in fb else f"{'-':>22}" for f in fams
+        )
+        gap = fb["adapters"]["ap"] - fb["LoRA"]["ap"] if "adapters" in fb and "LoRA" in fb else math.nan
+        lines.append(f"  {d:<8} {res['shift_from_source'].get(d, math.nan):5.2f}  {cells}   {gap:+.2f}")
+    lines.extend(paper_finding(res))
+    return lines
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def paper_finding(res: Mapping[str, Any]) -> list[str]:
+    """Whether 'LoRA close to adapters near pretraining, adapters ahead under strong shift' holds."""
+    fam = res["families"]
+    shift = res["shift_from_source"]
+    doms = [d for d in fam if "adapters" in fam[d] and "LoRA" in fam[d]]
+    if len(doms) < 2:
+        return []
+    order = sorted(doms, key=lambda d: shift.get(d, math.nan))
+    near, far = order[: len(order) // 2], order[len(order) // 2 :]
+
+    def gap(d: str) -> float:
+        return float(fam[d]["adapters"]["ap"] - fam[d]["LoRA"]["ap"])
+
+    def noise(d: str) -> float:
+        return math.hypot(float(fam[d]["adapters"]["ap_sd"]), float(fam[d]["LoRA"]["ap_sd"]))
+
+    close_near = all(abs(gap(d)) <= noise(d) for d in near)
+    ahead_far = all(gap(d) > noise(d) for d in far)
+    grows = statistics.fmean(gap(d) for d in far) > statistics.fmean(gap(d) for d in near)
+    return [
+        f"  paper's finding at small scale: near pretraining ({', '.join(near)}) LoRA within noise of "
+        f"adapters: {'yes' if close_near else 'no'}; under strong shift ({', '.join(far)}) adapters ahead by "
+        f"more than noise: {'yes' if ahead_far else 'no'}; adapters' lead larger on the far domains: "
+        f"{'yes' if grows else 'no'} (noise = combined seed sd of the two best configurations)"
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tables", default=str(TABLES), help="folder of the recorded select_<domain> tables")
+    parser.add_argument(
+        "--domains", default=",".join(DOMAINS), help="comma-separated domains (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rungs", type=int, default=3, help="successive-halving rungs (default: %(default)s)"
+    )
+    parser.add_argument("--eta", type=float, default=2.0, help="keep 1/eta per rung (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the machine-readable result")
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the printed figures here")
+
+
+def main(args: argparse.Namespace) -> int:
+    domains = [d.strip() for d in str(args.domains).split(",") if d.strip()]
+    res = run_bench(args.tables, domains, rungs=args.rungs, eta=args.eta)
+    if args.json:
+        print(json.dumps(res, indent=1, default=str))
+        return 0
+    lines = format_bench(res)
+    print("\n".join(lines))
+    if args.out:
+        from models.data.coco import atomic_write_json
+
+        Path(args.out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+        atomic_write_json(Path(args.out).with_suffix(".json"), res)
+    return 0

@@ -1,0 +1,162 @@
+"""``peftsweep bench select`` on small hand-made tables whose right answers are worked out by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search.benchmarks import select as bench
+from search.selection.candidates import candidate_points
+from search.selection.decision import Budgets
+from search.selection.warmstart import WarmPoint, history_points, pilot_matrix
+
+LR = 3e-3
+PILOT = "lora:4,lora:8,adapter:2,adapter:3,full_head"
+# label -> (final AP, trainable %, latency ms); the AP curve is 0.5x / 0.8x / 1x of it at 20/40/80.
+NEAR = {
+    "lora:4": (20.0, 3.8, 11.3),
+    "lora:8": (21.0, 4.7, 11.3),
+    "adapter:2": (22.0, 5.3, 12.0),
+    "adapter:3": (22.5, 6.4, 12.4),
+    "full_head": (23.0, 57.0, 11.3),
+    "class_mask": (10.0, 1.76, 11.3),
+}
+FRACTION = {20: 0.5, 40: 0.8, 60: 0.9, 80: 1.0}
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_domain(
+    tables: Path, domain: str, spec: dict[str, tuple[float, float, float]], untrained: float
+) -> None:
+    rows, curves = [], []
+    for item, (ap, pct, lat) in spec.items():
+        p = pilot_matrix(item, lr=LR, iterations=80)[0]
+        params = {c: p.get(c, "") for c in bench._ID_COLUMNS + ("iterations",)}
+        rows.append(
+            {
+                **params,
+                "ap": ap,
+                "ap_sd": 1.0,
+                "trainable_params": int(pct * 1e4),
+                "trainable_pct": pct,
+                "latency_ms": lat,
+                "status": "completed",
+            }
+        )
+        for it, f in FRACTION.items():
+            curves.append(
+                {**params, "domain": domain, "seed": 0, "iteration": it, "ap": ap * f, "status": "completed"}
+            )
+    _write(tables / f"select_{domain}.csv", rows)
+    _write(tables / f"select_{domain}.curves.csv", curves)
+    (tables / f"select_{domain}.json").write_text(json.dumps({"untrained_ap": {"0": untrained}}))
+
+
+@pytest.fixture
+def tables(tmp_path: Path) -> Path:
+    write_domain(tmp_path, "near", NEAR, untrained=2.0)
+    # 'far' prefers adapters x3 clearly; 'dead' learned nothing (AP ~0.1 everywhere).
+    far = {k: (v[0] - 8.0 if k.startswith("lora") else v[0], v[1], v[2]) for k, v in NEAR.items()}
+    write_domain(tmp_path, "far", far, untrained=1.0)
+    write_domain(tmp_path, "dead", {k: (0.1, v[1], v[2]) for k, v in NEAR.items()}, untrained=0.1)
+    frechet = {
+        "near": {"far": 2.0, "dead": 5.0},
+        "far": {"near": 2.0, "dead": 4.0},
+        "dead": {"near": 5.0, "far": 4.0},
+        "source": {"near": 1.0, "far": 3.0, "dead": 6.0},
+    }
+    (tmp_path / "select_domains.json").write_text(json.dumps({"frechet": frechet}))
+    return tmp_path
+
+
+def test_select_regret_and_compute_match_the_hand_computation(tables: Path) -> None:
+    grid = bench.load_grid("near", tables)
+    out = bench.replay_select(grid, 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR])
+    # Rung 20: full head 11.5, adapter x3 11.25, adapter x2 11.0 continue (ceil(5/2) = 3);
+    # rung 40: full head 18.4, adapter x3 18.0; at 80 the decision needs 0.9 x 23 = 20.7 AP and
+    # takes the cheaper of the two: adapter x3 (22.5). Best feasible: full head, 23.0.
+    assert out.picked == "adapter x3 lr 0.003"
+    assert out.best_ap == 23.0 and out.picked_ap == 22.5
+    assert out.regret == pytest.approx(0.5) and out.regret_pct == pytest.approx(100 * 0.5 / 23)
+    # 5 x 20 + 3 x (40 - 20) + 2 x (80 - 40) trial-iterations of a 6-configuration grid's 6 x 80.
+    assert out.compute_pct == pytest.approx(100 * 240 / 480)
+
+
+def test_budgets_bound_the_truth_and_the_rules(tables: Path) -> None:
+    grid = bench.load_grid("near", tables)
+    five = bench.Scenario("params <= 5 %", param_budget_pct=5.0)
+    sel = bench.replay_select(grid, 0, five, pilot=PILOT, lrs=[LR])
+    # Within 5 %: LoRA r4 (20), r8 (21), class+mask (10): the best feasible is LoRA r8.
+    assert sel.best_ap == 21.0 and sel.best_label == "lora r8 lr 0.003"
+    assert sel.picked_ap <= 21.0 and sel.regret >= 0
+    head = bench.rule_outcome(grid, "always full head", five)
+    assert head.note == "outside the budgets" and head.regret == 21.0 and head.regret_pct == 100.0
+    lora = bench.rule_outcome(grid, "always LoRA r8", bench.Scenario("no budget"))
+    assert lora.picked_ap == 21.0 and lora.regret == pytest.approx(2.0)
+    assert lora.compute_pct == pytest.approx(100 / 6)
+
+
+def test_nothing_learned_is_no_pick(tables: Path) -> None:
+    out = bench.replay_select(
+        bench.load_grid("dead", tables), 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR]
+    )
+    assert out.picked is None and out.note.startswith("nothing learned")
+    assert out.regret_pct == 100.0
+
+
+def test_warm_start_queues_the_nearest_domains_pick_first(tables: Path) -> None:
+    grids = {d: bench.load_grid(d, tables) for d in ("near", "far", "dead")}
+    dist = bench.load_distances(tables)
+    warm = bench.warm_points("near", grids, dist, Budgets(), k=1)
+    # On 'far' (nearest to 'near') the rule picks adapters x2 (22.0: the cheapest within
+    # 0.9 x 23.0); its best-AP configuration is the full head.
+    assert [(w.origin, w.params["method"], w.params.get("adapter_repetitions")) for w in warm] == [
+        ("neighbour far", "adapter", 2),
+        ("neighbour far", "full_head", None),
+    ]
+    queue = candidate_points(PILOT, [LR], 80, warm=warm)
+    assert [w.origin for w in queue[:2]] == ["neighbour far"] * 2
+    assert len(queue) == 5  # the pilot's copies of the two warm points are dropped
+
+
+def test_history_points_skip_empty_domains() -> None:
+    rows = [
+        {
+            "method": "full_head",
+            "lr": LR,
+            "iterations": 80,
+            "ap": 5.0,
+            "trainable_params": 9,
+            "trainable_pct": 50.0,
+            "latency_ms": 1.0,
+            "status": "completed",
+        }
+    ]
+    pts = history_points([(2.0, "b", rows), (1.0, "a", [])], Budgets())
+    assert [w.origin for w in pts] == ["neighbour b"]
+    assert isinstance(pts[0], WarmPoint) and pts[0].distance == 2.0
+
+
+def test_family_best_and_paper_finding(tables: Path) -> None:
+    res = bench.run_bench(tables, ("near", "far", "dead"))
+    fam = res["families"]
+    assert fam["near"]["adapters"]["ap"] == 22.5 and fam["near"]["LoRA"]["ap"] == 21.0
+    assert fam["far"]["LoRA"]["ap"] == 13.0 and fam["far"]["partial heads"]["ap"] == 10.0
+    lines = bench.format_bench(res)
+    text = "\n".join(lines)
+    assert "target (select):" in text and "always adapters x2" in text
+    finding = bench.paper_finding(res)[0]
+    # near: adapters lead LoRA by 1.5 AP, more than the combined seed sd sqrt(2) = 1.41.
+    assert "within noise of adapters: no" in finding
+    assert all(math.isfinite(o["compute_pct"]) for o in res["outcomes"])

@@ -1,0 +1,117 @@
+"""Successive halving among pilot candidates: who continues, what it costs, budget-aware promotion."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from models.errors import UserError
+from search.selection.decision import Budgets
+from search.selection.halving import HalvingSchedule, successive_halving
+
+
+def _curves() -> dict[str, dict[int, float]]:
+    # AP after 20 / 40 / 80 iterations of each candidate's full-schedule run.
+    return {
+        "a": {20: 5.0, 40: 9.0, 80: 12.0},
+        "b": {20: 8.0, 40: 10.0, 80: 11.0},  # fast starter
+        "c": {20: 1.0, 40: 2.0, 80: 30.0},  # late bloomer: halving drops it (the known price)
+        "d": {20: 7.0, 40: 13.0, 80: 20.0},
+        "e": {20: 8.0, 40: 8.5, 80: 9.0},  # ties b at 20; b is earlier in the queue
+    }
+
+
+def _points(names: Sequence[str], pct: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    return [{"name": n, "trainable_pct": (pct or {}).get(n, 1.0), "latency_ms": 10.0} for n in names]
+
+
+class Recorder:
+    """A run_rung that replays the curves and records every call (candidates, rung length)."""
+
+    def __init__(self, curves: Mapping[str, Mapping[int, float]]) -> None:
+        self.curves = curves
+        self.calls: list[tuple[list[str], int]] = []
+
+    def __call__(self, cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
+        self.calls.append(([str(p["name"]) for _, p in cands], length))
+        return [{"status": "completed", "ap": self.curves[str(p["name"])][length], **p} for _, p in cands]
+
+
+def test_geometric_rungs() -> None:
+    assert HalvingSchedule.geometric(80, 3, 2.0).rungs == (20, 40, 80)
+    assert HalvingSchedule.geometric(40, 3, 2.0).rungs == (10, 20, 40)
+    assert HalvingSchedule.geometric(80, 1).rungs == (80,)
+    assert HalvingSchedule.geometric(2, 4).rungs == (1, 2)  # duplicates from rounding dropped
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"rungs": (40, 20)}, "--rungs"),
+        ({"rungs": (0, 10)}, "--rungs"),
+        ({"rungs": (10,), "eta": 1.0}, "--eta"),
+    ],
+)
+def test_bad_schedule_names_the_option(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(UserError, match=field):
+        HalvingSchedule(**kwargs)
+
+
+def test_halving_keeps_the_best_and_charges_what_was_trained() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    run = Recorder(_curves())
+    res = successive_halving(_points(names), HalvingSchedule((20, 40, 80), eta=2.0, min_keep=2), run)
+    # 5 at 20 -> ceil(5/2) = 3 best (b, e tie at 8.0: b is earlier) -> d, b at 80.
+    assert run.calls == [(names, 20), (["b", "d", "e"], 40), (["b", "d"], 80)]
+    assert [names[i] for i in res.finalists] == ["b", "d"]
+    # Each candidate costs the furthest rung it reached: 20 + 80 + 20 + 80 + 40.
+    assert res.reached == {0: 20, 1: 80, 2: 20, 3: 80, 4: 40}
+    assert res.cost_iterations == 240
+    assert res.last_rows[2]["ap"] == 1.0 and res.last_rows[2]["rung_iterations"] == 20
+    assert res.last_rows[3]["ap"] == 20.0 and res.last_rows[3]["rung"] == 2
+
+
+def test_one_rung_is_the_flat_pilot() -> None:
+    run = Recorder(_curves())
+    res = successive_halving(_points(["a", "b", "c"]), HalvingSchedule((80,)), run)
+    assert run.calls == [(["a", "b", "c"], 80)]
+    assert res.cost_iterations == 240 and res.finalists == [0, 1, 2]
+
+
+def test_failed_candidates_are_charged_what_they_trained_and_not_promoted() -> None:
+    def run(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
+        out = []
+        for i, _ in cands:
+            if i == 0:  # diverged after 7 iterations
+                out.append({"status": "failed", "ap": math.nan, "iterations": 7})
+            else:
+                out.append({"status": "completed", "ap": float(i)})
+        return out
+
+    res = successive_halving([{}, {}, {}, {}], HalvingSchedule((10, 20), eta=2.0, min_keep=2), run)
+    assert res.finalists == [2, 3]
+    assert res.reached[0] == 7
+    assert res.cost_iterations == 7 + 10 + 20 + 20
+
+
+def test_budget_aware_promotion_keeps_deployable_candidates_and_the_reference() -> None:
+    # d is the best but too big for the budget; b, e, a are the deployable ones by AP.
+    pct = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 50.0, "e": 1.0}
+    curves = {**_curves(), "d": {20: 9.0, 40: 13.0, 80: 20.0}}
+    run = Recorder(curves)
+    budgets = Budgets(param_budget_pct=5.0)
+    successive_halving(
+        _points(["a", "b", "c", "d", "e"], pct), HalvingSchedule((20, 40, 80), 2.0, 2), run, budgets=budgets
+    )
+    # Rung 1: the 3 best deployable (b, e, a) continue, plus d as the reference for the best AP.
+    assert run.calls[1] == (["a", "b", "d", "e"], 40)
+    # Rung 2: the 2 best deployable, b (10.0) and a (9.0); d (13.0) stays as the reference.
+    assert run.calls[2] == (["a", "b", "d"], 80)
+    without = Recorder(curves)
+    successive_halving(
+        _points(["a", "b", "c", "d", "e"], pct), HalvingSchedule((20, 40, 80), 2.0, 2), without
+    )
+    assert without.calls[2] == (["b", "d"], 80)  # budget-blind: only one deployable finalist
