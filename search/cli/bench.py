@@ -3,6 +3,8 @@
 - ``bench kernel``: MSDA forward and forward+backward, PyTorch path vs Triton (on CUDA).
 - ``bench latency``: inference latency of the base model vs merged LoRA vs adapters x1..x4.
 - ``bench search``: hypervolume reached vs number of trials, per sampler, on recorded trial results.
+- ``bench engine``: a multi-study sweep on a simulated cluster (busy slots, driver overhead per
+  event, store write time vs rows, fronts at the end), next to one-study-after-another.
 - ``bench select``: ``peftsweep select``'s pick vs the best of recorded grids (regret, compute).
 
 Each benchmark module provides ``add_arguments(parser)`` and its entry point; this file only routes.
@@ -20,6 +22,7 @@ _BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
     "kernel": ("search.benchmarks.kernel", "add_arguments", "main", "MSDA kernels at Mask DINO R50 shapes"),
     "latency": ("search.benchmarks.latency", "add_arguments", "main", "base vs merged LoRA vs adapters"),
     "search": ("search.benchmarks.samplers", "add_arguments", "main", "hypervolume vs trials per sampler"),
+    "engine": ("search.benchmarks.engine", "add_arguments", "main", "studies at once, simulated cluster"),
     "select": ("search.benchmarks.select", "add_arguments", "main", "select's regret and compute on grids"),
 }
 

@@ -93,13 +93,29 @@ def absolutize_paths(config: SweepConfig, base: Path) -> SweepConfig:
     absolute by the time the driver hands the config to Tune.
     """
     model = config.model.model_copy(update={"base_checkpoint": _absolute(config.model.base_checkpoint, base)})
+    models = (
+        None
+        if config.models is None
+        else [
+            m.model_copy(update={"base_checkpoint": _absolute(m.base_checkpoint, base)})
+            for m in config.models
+        ]
+    )
     keys = ("train_json", "train_images", "eval_json", "eval_images")
     domains = [d.model_copy(update={k: _absolute(getattr(d, k), base) for k in keys}) for d in config.domains]
     return config.model_copy(
-        update={"model": model, "domains": domains, "output_dir": _absolute(config.output_dir, base)}
+        update={
+            "model": model,
+            "models": models,
+            "domains": domains,
+            "output_dir": _absolute(config.output_dir, base),
+            "results": _absolute(config.results, base),
+        }
     )
 
 
 def dump_config(config: SweepConfig) -> str:
     """YAML text that :func:`parse_config` reads back to an equal config."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    # With a models list the single `model` is not part of the config (giving both is an error).
+    skip = {"model"} if config.models is not None else None
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=skip), sort_keys=False)

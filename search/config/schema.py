@@ -6,6 +6,7 @@ Loading, error messages and path handling are in :mod:`search.config.loading`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,6 +23,7 @@ from search.config.names import (
 
 __all__ = [
     "ModelSettings",
+    "Study",
     "DomainSpec",
     "LoraSpace",
     "LohaSpace",
@@ -45,10 +47,42 @@ class _Strict(BaseModel):
 
 
 class ModelSettings(_Strict):
-    """Which model to adapt and the pretrained base it starts from."""
+    """Which model to adapt and the pretrained base it starts from.
+
+    In a ``models:`` list each entry is one model of the sweep; its studies are named
+    ``<label>.<domain>`` (label defaults to the model name)."""
 
     name: str = "maskdino_tiny"
     base_checkpoint: str | None = None
+    # Study-name prefix: needed when one model name appears twice (e.g. two base checkpoints).
+    label: str | None = None
+    # Trials per study of this model (default: budget.trials); budget.per_study overrides per study.
+    trials: int | None = Field(default=None, ge=1)
+    # Trial settings that differ per model (image size, batch, ...): merged over trial.extra.
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        if v is not None and (not v or not all(c.isalnum() or c in "-_" for c in v)):
+            raise ValueError("use letters, digits, '-' or '_'")
+        return v
+
+    @property
+    def study_label(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Study:
+    """One (model, domain) pair of a sweep: its own Optuna study, front, report section, W&B group."""
+
+    name: str  # the domain name in a one-model sweep, else "<label>.<domain>"
+    label: str
+    model: ModelSettings
+    domain: DomainSpec
+    trials: int
+    index: int  # position in the sweep (seeds its sampler)
 
 
 class DomainSpec(_Strict):
@@ -320,6 +354,18 @@ class Budget(_Strict):
     gpus_per_trial: float = Field(default=0.0, ge=0)
     max_failures: int = Field(default=2, ge=0)
     time_limit_s: float | None = Field(default=None, gt=0)
+    # Trials of all studies together (None: the sum of the studies' budgets).
+    total_trials: int | None = Field(default=None, ge=1)
+    # Trials of single studies by name (e.g. {maskdino_r50.wixray: 40}); others get `trials`.
+    per_study: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("per_study")
+    @classmethod
+    def _per_study(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, n in v.items() if n < 1]
+        if bad:
+            raise ValueError(f"{bad[0]}: a study needs at least 1 trial")
+        return v
 
 
 class SamplerSettings(_Strict):
@@ -332,6 +378,9 @@ class SamplerSettings(_Strict):
     # Configurations tried first, in every domain (e.g. the paper's recipes), as flat parameters;
     # lists (targets, placement) as comma-joined strings, e.g. {method: lora, lora_rank: 8, ...}.
     initial_points: list[dict[str, Any]] = Field(default_factory=list)
+    # Where the Optuna studies live: a database URL (sqlite:///..., postgresql://...) or None for
+    # a JournalStorage file in the output folder (OUT/optuna/journal.log).
+    storage: str | None = None
 
     @field_validator("initial_points")
     @classmethod
@@ -387,10 +436,13 @@ class WandbSettings(_Strict):
 
 
 class SweepConfig(_Strict):
-    """A whole sweep. One Optuna study (and one Tune experiment) per domain."""
+    """A whole sweep: one study (Optuna study, front, W&B group) per (model, domain) pair, all in
+    one Tune experiment."""
 
     name: str = "sweep"
     model: ModelSettings = Field(default_factory=lambda: ModelSettings())
+    # Several models: every (model, domain) pair is a study. Give either `model` or `models`.
+    models: list[ModelSettings] | None = Field(default=None, min_length=1)
     domains: list[DomainSpec] = Field(min_length=1)
     space: SearchSpaceConfig = Field(default_factory=lambda: SearchSpaceConfig())
     objectives: list[Objective] = Field(
@@ -407,6 +459,9 @@ class SweepConfig(_Strict):
     early_stopping: EarlyStopping = Field(default_factory=lambda: EarlyStopping())
     trial: TrialSettings = Field(default_factory=lambda: TrialSettings())
     output_dir: str = "runs/sweep"
+    # The results store's root: a path or a pyarrow.fs URI (s3://bucket/prefix, gs://...);
+    # None: OUT/results.
+    results: str | None = None
     wandb: WandbSettings = Field(default_factory=lambda: WandbSettings())
 
     @field_validator("name")
@@ -414,6 +469,19 @@ class SweepConfig(_Strict):
     def _name(cls, v: str) -> str:
         if not v or not all(c.isalnum() or c in "-_." for c in v):
             raise ValueError("use letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list[ModelSettings] | None) -> list[ModelSettings] | None:
+        seen: dict[str, int] = {}
+        for i, m in enumerate(v or []):
+            if m.study_label in seen:
+                raise ValueError(
+                    f"[{i}]: studies named twice: models[{seen[m.study_label]}] and models[{i}] are both "
+                    f"{m.study_label!r}; give them distinct labels"
+                )
+            seen[m.study_label] = i
         return v
 
     @field_validator("domains", mode="before")
@@ -438,7 +506,30 @@ class SweepConfig(_Strict):
         dnames = [d.name for d in self.domains]
         if len(set(dnames)) != len(dnames):
             raise ValueError("domains: names must not repeat")
+        if self.models is not None and "model" in self.model_fields_set:
+            raise ValueError("model, models: give one of them (models: a list of model entries)")
+        studies = {s.name for s in self.studies(check=False)}
+        bad = sorted(set(self.budget.per_study) - studies)
+        if bad:
+            raise ValueError(
+                f"budget.per_study: unknown study {bad[0]!r}; studies: {', '.join(sorted(studies))}"
+            )
         return self
+
+    def model_entries(self) -> list[ModelSettings]:
+        """The sweep's models (``models`` or the single ``model``)."""
+        return list(self.models) if self.models is not None else [self.model]
+
+    def studies(self, check: bool = True) -> list[Study]:
+        """Every (model, domain) pair, models outer, in config order."""
+        models = self.model_entries()
+        out: list[Study] = []
+        for m in models:
+            for d in self.domains:
+                name = d.name if len(models) == 1 else f"{m.study_label}.{d.name}"
+                trials = self.budget.per_study.get(name, m.trials or self.budget.trials)
+                out.append(Study(name, m.study_label, m, d, trials, len(out)))
+        return out
 
     @property
     def metric_names(self) -> list[str]:

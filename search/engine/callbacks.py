@@ -41,9 +41,12 @@ def trial_row(
     sampler: str,
     error: str | None = None,
     stopped_by: str | None = None,
+    study: str | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """The store row of one trial from its config and last result (pure function). ``stopped_by``
-    names who stopped a trial that ended without its final result (the scheduler's record)."""
+    names who stopped a trial that ended without its final result (the scheduler's record);
+    ``study`` defaults to the domain (one-model sweeps), ``model`` is the study's model label."""
     res = dict(result or {})
     params = {k: config.get(k) for k in PARAM_COLUMNS}
     row: dict[str, Any] = {**res, **params}
@@ -52,6 +55,8 @@ def trial_row(
             "trial_id": trial_id,
             "sweep_id": sweep_id,
             "domain": domain,
+            "study": study or domain,
+            "model": model,
             "sampler": sampler,
             "config_json": json.dumps(
                 {k: v for k, v in config.items() if k in PARAM_COLUMNS}, sort_keys=True
@@ -78,7 +83,11 @@ def trial_row(
 
 
 def _number(trial: Trial) -> int | None:
-    # Tune's experiment tag starts with the trial's 1-based creation counter ("3_lr=...").
+    # The study's own 1-based counter (search.engine.studies.StudyMux puts it in the config), else
+    # Tune's experiment tag, which starts with the experiment's creation counter ("3_lr=...").
+    n = dict(getattr(trial, "config", None) or {}).get("study_trial")
+    if n is not None:
+        return int(n)
     try:
         return int(str(trial.experiment_tag).split("_", 1)[0])
     except (AttributeError, ValueError):
@@ -110,7 +119,11 @@ class StoreCallback(Callback):
         budget: int,
         quiet: bool = False,
         scheduler_state: str = "",
+        study: str | None = None,
+        model: str | None = None,
     ) -> None:
+        self.study = study or domain
+        self.model = model
         self.store_root = store_root
         self.scheduler_state = scheduler_state
         self.sweep_id = sweep_id
@@ -133,6 +146,8 @@ class StoreCallback(Callback):
             sampler=self.sampler,
             error=error,
             stopped_by=self._stopped_by(trial.trial_id),
+            study=getattr(self, "study", None),
+            model=getattr(self, "model", None),
         )
         row["trial_number"] = _number(trial)
         self._store().upsert_trials([row])
@@ -169,6 +184,7 @@ class StoreCallback(Callback):
                 {
                     "trial_id": trial.trial_id,
                     "sweep_id": self.sweep_id,
+                    "study": getattr(self, "study", self.domain),
                     "domain": self.domain,
                     "iteration": result.get("iteration"),
                     "ap": result.get("ap"),
@@ -208,7 +224,7 @@ class StoreCallback(Callback):
         lat = row.get("latency_ms")
         lat_s = f"{float(lat):.1f}ms" if isinstance(lat, int | float) else "-"
         print(
-            f"[{self.domain}] {self.done}/{self.budget} {trial.trial_id} {desc}: "
+            f"[{getattr(self, 'study', self.domain)}] {self.done}/{self.budget} {trial.trial_id} {desc}: "
             f"{row['status']} ap={ap_s} params={pct_s} latency={lat_s}",
             file=sys.stderr,
             flush=True,
@@ -219,14 +235,66 @@ class WandbCallback(Callback):
     """Forwards Tune's trial events (driver side) to the active :class:`SweepLogger` of a sweep.
 
     Must come after :class:`StoreCallback` in the callback list: a finished
-    trial's run summary and the live front are read from the row that callback wrote."""
+    trial's run summary and the live front are read from the row that callback wrote.
 
-    def __init__(self, sweep_id: str, domain: str) -> None:
+    ``out`` (the sweep's output folder) is for Ray Client: there the Tuner, and so this callback,
+    runs on the head node, where the driver's logger does not exist. The callback then opens a
+    logger of its own from ``out`` (which the head must see) and closes it when the experiment
+    ends; if it cannot, it says so loudly (a warning in the head's log and ``wandb/live_off.txt``
+    that the driver prints) and the runs are written from the store when the sweep ends."""
+
+    def __init__(self, sweep_id: str, domain: str, out: str | None = None) -> None:
         self.sweep_id = sweep_id
         self.domain = domain
+        self.out = out
+        self._opened: SweepLogger | None = None
+        self._tried = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sweep_id": self.sweep_id, "domain": self.domain, "out": getattr(self, "out", None)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["sweep_id"], state["domain"], state.get("out"))  # type: ignore[misc]
 
     def _logger(self) -> SweepLogger | None:
-        return active_logger(self.sweep_id)
+        lg = active_logger(self.sweep_id)
+        if lg is None and getattr(self, "out", None) and not self._tried:
+            self._tried = True
+            lg = self._open_here()
+        return lg
+
+    def _open_here(self) -> SweepLogger | None:
+        """A logger in this process (the head node under Ray Client), or None and a loud note."""
+        from search.results.sweep_files import load_sweep
+        from search.results.wandb_log import activate
+
+        assert self.out is not None
+        try:
+            config, _ = load_sweep(self.out)
+            lg = SweepLogger(self.out, config, self.sweep_id)
+            activate(lg)
+            self._opened = lg
+            return lg
+        except Exception as exc:  # noqa: BLE001 - W&B must never stop a sweep
+            msg = (
+                f"W&B live logging is OFF for sweep {self.sweep_id} on this node "
+                f"({type(exc).__name__}: {exc}); the runs are written from the store when the sweep ends"
+            )
+            logger.warning(msg)
+            try:
+                Path(self.out, "wandb").mkdir(parents=True, exist_ok=True)
+                Path(self.out, "wandb", "live_off.txt").write_text(msg + "\n")
+            except OSError:
+                pass
+            return None
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        from search.results.wandb_log import deactivate
+
+        if self._opened is not None:  # only the logger this callback opened (Ray Client)
+            lg, self._opened = self._opened, None
+            lg.close(exit_code=0)
+            deactivate(self.sweep_id)
 
     def _safely(self, what: str, fn: Any, *args: Any) -> None:
         """Run one logging step; on a W&B error stop live logging for this sweep (the store has

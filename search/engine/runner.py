@@ -1,18 +1,28 @@
-"""Run (or resume) a sweep: one Ray Tune experiment + Optuna study per domain.
+"""Run (or resume) a sweep: every study of every model and domain in ONE Ray Tune experiment.
+
+A study is one (model, domain) pair (:meth:`search.config.SweepConfig.studies`); each has its own
+Optuna study, MO-ASHA state, store rows (``study`` column), Pareto front, report section and W&B
+group. :class:`search.engine.studies.StudyMux` shares the trial slots between the studies (fair
+share by remaining budget, the global ``budget.concurrency``, a finished study's slots passed on).
 
 Output folder layout (``config.output_dir``):
 
-- ``sweep.yaml`` (the validated config), ``sweep.json`` (sweep id, creation time);
-- ``results/trials.parquet`` and ``results/intermediate.parquet`` (:mod:`search.results.store`);
-- ``tune/<domain>/`` (the Tune experiment: searcher state, trial checkpoints; used by resume);
-- ``state/scheduler-<domain>.json`` (MO-ASHA rung records), ``state/latency.json`` (latency per
+- ``sweep.yaml`` (the validated config), ``sweep.json`` (sweep id, creation time, store root);
+- ``results/`` (:mod:`search.results.store`: append-only Parquet parts) unless ``results`` names
+  another root (a shared path or an object-store URI);
+- ``optuna/journal.log`` (every study's Optuna JournalStorage, unless ``sampler.storage`` names a
+  database URL): ``optuna-dashboard OUT/optuna/journal.log``, ``optuna.load_study(...)``;
+- ``tune/sweep/`` (the Tune experiment: searcher state, trial checkpoints; used by resume);
+- ``state/scheduler-<study>.json`` (MO-ASHA rung records), ``state/latency.json`` (latency per
   deployed architecture and device, :mod:`search.engine.latency_cache`);
-- ``fronts.json`` (per-domain Pareto fronts, hypervolume and reference point).
+- ``fronts.json`` (per-study Pareto fronts, hypervolume and reference point).
 
 :func:`run_sweep` starts an embedded Ray (``ray.init(address="local")``) unless ``address`` names
-a cluster or Ray is already initialised. Resume (``resume=True``) restores each domain's
-experiment with ``Tuner.restore(resume_unfinished=True)``: finished trials are not redone,
-interrupted ones continue from their checkpoints, and the store's upserts keep one row per trial.
+a cluster or Ray is already initialised. Everything the config names is checked before anything
+is written (:func:`check_inputs`). Resume (``resume=True``) restores the experiment with
+``Tuner.restore(resume_unfinished=True)``: finished trials are not redone, interrupted ones
+continue from their checkpoints, each study's sampler history comes back from its Optuna storage,
+and the store keeps one row per trial (latest version wins).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,11 +43,25 @@ from models.errors import UserError
 from search.config import SweepConfig, dump_config
 from search.results.pareto import FrontResult
 from search.results.store import ResultStore
-from search.results.sweep_files import atomic_write_text, fronts_for, sweep_meta, write_fronts
+from search.results.sweep_files import (
+    atomic_write_text,
+    fronts_for,
+    sweep_meta,
+    write_fronts,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SweepResult", "run_sweep", "ensure_ray"]
+__all__ = [
+    "SweepResult",
+    "run_sweep",
+    "ensure_ray",
+    "check_inputs",
+    "store_root",
+    "optuna_storage_url",
+]
+
+EXPERIMENT = "sweep"  # the Tune experiment's name under OUT/tune/
 
 
 @dataclass
@@ -68,6 +93,40 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def store_root(config: SweepConfig, out: Path) -> str:
+    """The results store's root: ``config.results`` (path or URI) or ``OUT/results``."""
+    return config.results or str(out / "results")
+
+
+def optuna_storage_url(config: SweepConfig, out: Path) -> str:
+    """``sampler.storage`` (a database URL) or the journal file in the output folder."""
+    return config.sampler.storage or str(out / "optuna" / "journal.log")
+
+
+def check_inputs(config: SweepConfig) -> None:
+    """What must hold before a sweep writes anything: every local base checkpoint and dataset file
+    the config names exists, and the store's root is reachable. One-line UserErrors name the field."""
+    from models.registry import available_models
+
+    known = available_models()
+    for i, m in enumerate(config.model_entries()):
+        where = f"models[{i}]" if config.models else "model"
+        if m.name not in known:
+            raise UserError(f"{where}.name: unknown model {m.name!r}; allowed: {', '.join(known)}")
+        ck = m.base_checkpoint
+        if ck and "://" not in ck and not Path(ck).exists():
+            raise UserError(f"{where}.base_checkpoint: {ck}: no such file")
+    for i, d in enumerate(config.domains):
+        if d.synthetic:
+            continue
+        for key in ("train_json", "train_images", "eval_json", "eval_images"):
+            v = getattr(d, key)
+            if v and "://" not in v and not Path(v).exists():
+                raise UserError(f"domains[{i}].{key}: {v}: no such file or folder")
+    if config.results:
+        ResultStore(config.results).check_reachable("results")
+
+
 def _prepare_output(config: SweepConfig, resume: bool) -> tuple[Path, str]:
     out = Path(config.output_dir).resolve()
     if resume:
@@ -77,151 +136,219 @@ def _prepare_output(config: SweepConfig, resume: bool) -> tuple[Path, str]:
         raise UserError(
             f"output_dir {out} already holds a sweep; use 'peftsweep resume {out}' or another folder"
         )
+    check_inputs(config)
     out.mkdir(parents=True, exist_ok=True)
     sweep_id = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     atomic_write_text(out / "sweep.yaml", dump_config(config))
-    atomic_write_text(
-        out / "sweep.json", json.dumps({"sweep_id": sweep_id, "created": time.time(), "schema_version": 1})
-    )
+    meta = {
+        "sweep_id": sweep_id,
+        "created": time.time(),
+        "schema_version": 2,
+        "results": store_root(config, out),
+        "studies": [s.name for s in config.studies()],
+    }
+    atomic_write_text(out / "sweep.json", json.dumps(meta))
     return out, sweep_id
 
 
-def _run_domain(
+def _tuner(
     config: SweepConfig,
     out: Path,
     sweep_id: str,
-    domain_index: int,
     resume: bool,
     quiet: bool,
-    wandb_live: bool = False,
-) -> None:
+    wandb_live: bool,
+    client_mode: bool,
+) -> Any:
     from ray import tune
 
-    from search.engine.callbacks import StoreCallback, trial_row
+    from search.engine.callbacks import StoreCallback, WandbCallback
     from search.engine.mo_asha import MOASHAScheduler
-    from search.engine.samplers import TruthfulOptunaSearch, make_sampler
-    from search.engine.space import SearchSpace
-    from search.engine.trainable import TrialContext, run_tune_trial
-
-    domain = config.domains[domain_index]
-    constraints = [c.model_dump() for c in config.constraints]
-    ctx = TrialContext(
-        sweep_id=sweep_id,
-        domain=domain.model_dump(),
-        model=config.model.model_dump(),
-        trial=config.trial.model_dump(),
-        constraints=constraints,
-        sampler=config.sampler.name,
-        work_dir=str(out / "work" / domain.name),
-        store_root=str(out / "results"),
-        latency_cache=config.trial.latency_per_architecture,
+    from search.engine.studies import (
+        SearcherFactory,
+        StudyCallbacks,
+        StudyMux,
+        StudyScheduler,
+        StudySpec,
+        run_study_trial,
     )
-    resources = {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_tune_trial, context=ctx), resources)
+    from search.engine.trainable import TrialContext
+
+    studies = config.studies()
+    constraints = [c.model_dump() for c in config.constraints]
+    root = store_root(config, out)
+    contexts = {
+        s.name: TrialContext(
+            sweep_id=sweep_id,
+            domain=s.domain.model_dump(),
+            model=s.model.model_dump(exclude={"label", "trials", "extra"}),
+            trial={
+                **config.trial.model_dump(),
+                "extra": {**config.trial.extra, **s.model.extra},
+            },
+            constraints=constraints,
+            sampler=config.sampler.name,
+            work_dir=str(out / "work" / s.name),
+            store_root=root,
+            latency_cache=config.trial.latency_per_architecture,
+        )
+        for s in studies
+    }
+    resources = {
+        "cpu": config.budget.cpus_per_trial,
+        "gpu": config.budget.gpus_per_trial,
+    }
+    trainable = tune.with_resources(tune.with_parameters(run_study_trial, contexts=contexts), resources)
     storage = out / "tune"
-    exp_path = storage / domain.name
-    store_root = str(out / "results")
-    callbacks: list[Any] = [
-        StoreCallback(
-            store_root,
-            sweep_id,
-            domain.name,
-            config.sampler.name,
-            config.budget.trials,
-            quiet=quiet,
-            scheduler_state=str(out / "state" / f"scheduler-{domain.name}.json"),
-        )
-    ]
-    if wandb_live:
-        from search.engine.callbacks import WandbCallback
-
-        callbacks.append(WandbCallback(sweep_id, domain.name))  # after StoreCallback: reads its rows
-
+    exp_path = storage / EXPERIMENT
     if resume and tune.Tuner.can_restore(str(exp_path)):
-        tuner = tune.Tuner.restore(
-            str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=False
+        return tune.Tuner.restore(
+            str(exp_path),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
         )
-    else:
-        seed = config.sampler.seed + domain_index  # distinct but reproducible per domain
-        sampler = make_sampler(
-            config.sampler.name,
-            seed,
-            constraints,
-            population_size=config.sampler.population_size,
-            startup_trials=config.sampler.startup_trials,
-        )
-        searcher = TruthfulOptunaSearch(
-            space=SearchSpace(config.space),
-            metric=config.metric_names,
-            mode=config.modes,
-            sampler=sampler,
-            study_name=f"{sweep_id}-{domain.name}",
-            points_to_evaluate=[dict(p) for p in config.sampler.initial_points] or None,
-            constraint_metrics=[c.metric for c in config.constraints],
-        )
-        scheduler = None
-        if config.early_stopping.enabled:
-            scheduler = MOASHAScheduler(
-                config.metric_names,
-                config.modes,
-                time_attr="iteration",
-                grace=config.early_stopping.grace_iterations,
-                eta=config.early_stopping.reduction_factor,
-                max_t=max(config.space.iterations),
-                state_path=out / "state" / f"scheduler-{domain.name}.json",
-            )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=config.budget.trials,
-                max_concurrent_trials=config.budget.concurrency,
-                time_budget_s=config.budget.time_limit_s,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=domain.name,
-                storage_path=str(storage),
-                failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=callbacks,
-                verbose=0,
-            ),
-        )
-    grid = tuner.fit()
-    results = [grid[i] for i in range(len(grid))]
 
-    # Reconcile: every trial Tune knows ends with exactly one final row (the callback normally wrote
-    # it; this covers a driver that died between a trial's end and the callback's write).
-    store = ResultStore(store_root)
+    per_study: dict[str, list[Any]] = {}
+    for s in studies:
+        cbs: list[Any] = [
+            StoreCallback(
+                root,
+                sweep_id,
+                s.domain.name,
+                config.sampler.name,
+                s.trials,
+                quiet=quiet,
+                scheduler_state=str(out / "state" / f"scheduler-{s.name}.json"),
+                study=s.name,
+                model=s.label,
+            )
+        ]
+        if wandb_live:  # after StoreCallback: reads its rows
+            cbs.append(WandbCallback(sweep_id, s.name, out=str(out) if client_mode else None))
+        per_study[s.name] = cbs
+    specs = [StudySpec(s.name, s.label, s.domain.name, s.trials, s.index) for s in studies]
+    factory = SearcherFactory(
+        sweep_id=sweep_id,
+        space=config.space,
+        metrics=config.metric_names,
+        modes=config.modes,
+        sampler=config.sampler.name,
+        seed=config.sampler.seed,
+        population_size=config.sampler.population_size,
+        startup_trials=config.sampler.startup_trials,
+        constraints=constraints,
+        initial_points=[dict(p) for p in config.sampler.initial_points],
+        storage_url=optuna_storage_url(config, out),
+    )
+    searcher = StudyMux(
+        specs,
+        factory,
+        concurrency=config.budget.concurrency,
+        total_trials=config.budget.total_trials,
+        metric=config.metric_names,
+        mode=config.modes,
+    )
+    scheduler = None
+    if config.early_stopping.enabled:
+        scheduler = StudyScheduler(
+            {
+                s.name: MOASHAScheduler(
+                    config.metric_names,
+                    config.modes,
+                    time_attr="iteration",
+                    grace=config.early_stopping.grace_iterations,
+                    eta=config.early_stopping.reduction_factor,
+                    max_t=max(config.space.iterations),
+                    state_path=out / "state" / f"scheduler-{s.name}.json",
+                )
+                for s in studies
+            }
+        )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=sum(s.trials for s in studies),
+            max_concurrent_trials=config.budget.concurrency,
+            time_budget_s=config.budget.time_limit_s,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[StudyCallbacks(per_study)],
+            verbose=0,
+        ),
+    )
+
+
+def _reconcile(config: SweepConfig, out: Path, sweep_id: str, results: list[Any]) -> None:
+    """Every trial Tune knows ends with exactly one final row (the callback normally wrote it; this
+    covers a driver that died between a trial's end and the callback's write)."""
+    from search.engine.callbacks import trial_row
+    from search.engine.studies import STUDY_KEY
+
+    by_name = {s.name: s for s in config.studies()}
+    store = ResultStore(store_root(config, out))
     have = store.trials()
     done = set(have.loc[have["status"] != "running", "trial_id"]) if len(have) else set()
     known = {str((r.metrics or {}).get("trial_id")) for r in results}
     # A trial started after Tune's last snapshot of a killed driver is unknown to the restored
     # experiment (its searcher never asked for it): its 'running' row belongs to no trial.
     if len(have):
-        mine = have[(have["domain"] == domain.name) & (have["status"] == "running")]
-        store.delete_trials([t for t in mine["trial_id"] if t not in known])
+        store.delete_trials([t for t in have.loc[have["status"] == "running", "trial_id"] if t not in known])
     rows = []
     for res in results:
         metrics = dict(res.metrics or {})
         tid = metrics.get("trial_id")
-        if not tid or tid in done:
+        cfg = dict(res.config or {})
+        study = by_name.get(str(cfg.get(STUDY_KEY)))
+        if not tid or tid in done or study is None:
             continue
         err = None if res.error is None else f"{type(res.error).__name__}: {res.error}"
         rows.append(
             trial_row(
                 str(tid),
-                dict(res.config or {}),
+                cfg,
                 metrics or None,
                 sweep_id=sweep_id,
-                domain=domain.name,
+                domain=study.domain.name,
                 sampler=config.sampler.name,
                 error=err,
+                study=study.name,
+                model=study.label,
             )
         )
     store.upsert_trials(rows)
+
+
+def _close_orphans(config: SweepConfig, out: Path, sweep_id: str) -> int:
+    """After the experiment: Optuna trials still RUNNING belong to no live trial (a killed driver
+    asked for them after Tune's last snapshot); tell them FAIL so the storage says what happened."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from search.engine.studies import optuna_storage
+
+    storage = optuna_storage(optuna_storage_url(config, out))
+    closed = 0
+    for s in config.studies():
+        try:
+            study = optuna.load_study(study_name=f"{sweep_id}-{s.name}", storage=storage)
+        except KeyError:
+            continue  # the study never started a trial
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(t.number, state=TrialState.FAIL)
+            closed += 1
+    return closed
+
+
+def _client_mode(address: str | None) -> bool:
+    return bool(address and address.startswith("ray://"))
 
 
 def run_sweep(
@@ -232,13 +359,15 @@ def run_sweep(
     quiet: bool = False,
     report: bool = True,
 ) -> SweepResult:
-    """Run every domain's experiment, then write fronts.json (and the report unless report=False)."""
+    """Run every study in one Tune experiment, then write fronts.json (and the report unless
+    report=False)."""
     t0 = time.time()
     # Infeasible trials end before they have an AP; Tune must not treat that as a broken trial.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     # Each trial checkpoints every report (so retries resume): keep Tune's snapshot warning quiet.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     out, sweep_id = _prepare_output(config, resume)
+    client = _client_mode(address)
     wandb_logger = None
     if config.wandb.enabled:
         from search.results.wandb_log import SweepLogger, activate
@@ -246,6 +375,16 @@ def run_sweep(
         wandb_logger = SweepLogger(out, config, sweep_id)
         if wandb_logger.enabled:
             activate(wandb_logger)
+            if client:
+                # Under Ray Client the Tuner (and its callbacks) runs on the head node, where this
+                # process's logger does not exist: the callbacks open their own there.
+                print(
+                    "peftsweep: W&B under Ray Client: trial runs are logged live from the head node "
+                    f"into {out / 'wandb'} (a folder the head must see); any run it cannot write is "
+                    "written from the store when the sweep ends",
+                    file=sys.stderr,
+                    flush=True,
+                )
         else:
             wandb_logger = None
     try:
@@ -254,23 +393,27 @@ def run_sweep(
             cache = None
             latency_file = out / "state" / "latency.json"
             if config.trial.latency_per_architecture:
-                from search.engine.latency_cache import save_latency_cache, start_latency_cache
+                from search.engine.latency_cache import (
+                    save_latency_cache,
+                    start_latency_cache,
+                )
 
                 cache = start_latency_cache(sweep_id, latency_file)
-            for i in range(len(config.domains)):
-                _run_domain(config, out, sweep_id, i, resume, quiet, wandb_live=wandb_logger is not None)
-                if cache is not None:
-                    save_latency_cache(cache, latency_file)
+            tuner = _tuner(config, out, sweep_id, resume, quiet, wandb_logger is not None, client)
+            grid = tuner.fit()
+            _reconcile(config, out, sweep_id, [grid[i] for i in range(len(grid))])
+            _close_orphans(config, out, sweep_id)
             if cache is not None:
                 import ray
 
+                save_latency_cache(cache, latency_file)
                 ray.kill(cache)  # a later resume in this Ray session starts it again from the file
         finally:
             if started:
                 import ray
 
                 ray.shutdown()
-        result = _finish_sweep(config, out, sweep_id, report, wandb_logger)
+        result = _finish_sweep(config, out, sweep_id, report, wandb_logger, client)
     finally:
         if wandb_logger is not None:
             from search.results.wandb_log import deactivate
@@ -281,22 +424,42 @@ def run_sweep(
 
 
 def _finish_sweep(
-    config: SweepConfig, out: Path, sweep_id: str, report: bool, wandb_logger: Any
+    config: SweepConfig,
+    out: Path,
+    sweep_id: str,
+    report: bool,
+    wandb_logger: Any,
+    client: bool = False,
 ) -> tuple[dict[str, FrontResult], pd.DataFrame]:
-    """After the last domain: fronts.json, the report, the W&B summary."""
-    trials = ResultStore(out / "results").trials()
+    """After the experiment: compact the store, fronts.json, the report, the W&B summary."""
+    store = ResultStore(store_root(config, out))
+    store.compact()
+    trials = store.trials()
     fronts = fronts_for(config, trials)
     write_fronts(out, fronts)
     if report:
         from search.results.report import write_report
 
         write_report(out)
+    live_off = out / "wandb" / "live_off.txt"
+    if wandb_logger is not None and live_off.exists():  # the head node could not log (Ray Client)
+        print(f"peftsweep: {live_off.read_text().strip()}", file=sys.stderr, flush=True)
     if wandb_logger is not None:
         try:
-            if wandb_logger.failed:  # live logging stopped on an error: one more try, from the store
+            if wandb_logger.failed or client:
+                # Live logging stopped on an error, or ran in another process (Ray Client): the
+                # ledger on disk says what is logged; write the rest from the store.
                 from search.results.wandb_log import SweepLogger
 
                 wandb_logger = SweepLogger(out, config, sweep_id)
+            missing = set(trials["trial_id"]) - wandb_logger.logged if len(trials) else set()
+            if missing and (client or wandb_logger.failed):
+                print(
+                    f"peftsweep: W&B: {len(missing)} trial runs were not logged live; writing them "
+                    "from the store now",
+                    file=sys.stderr,
+                    flush=True,
+                )
             wandb_logger.finish()
         except Exception as exc:  # noqa: BLE001 - the sweep's results are safe in the store
             logger.warning(

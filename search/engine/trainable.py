@@ -226,11 +226,14 @@ def run_tune_trial(config: dict[str, Any], context: TrialContext) -> None:
 def finished_row(store_root: str, trial_id: str | None) -> dict[str, Any] | None:
     """The store's row of ``trial_id`` as a final result (marked ``replayed``), if it is there and
     finished; None otherwise."""
-    if not store_root or not trial_id or not Path(store_root, "trials.parquet").exists():
+    if not store_root or not trial_id:
         return None
     from search.results.store import ResultStore
 
-    table = ResultStore(store_root).trials_table()
+    store = ResultStore(store_root)
+    if not store.exists():
+        return None
+    table = store.trials_table()
     import pyarrow.compute as pc
 
     rows = table.filter(pc.equal(table["trial_id"], trial_id)).to_pylist()

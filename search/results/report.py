@@ -102,11 +102,14 @@ def _fmt(v: Any) -> str:
 def write_report(out: str | os.PathLike[str]) -> Path:
     """Write ``<out>/report/index.html`` (+ PNGs) for a sweep folder; return the HTML path."""
     from search.results.store import ResultStore
-    from search.results.sweep_files import fronts_for, load_sweep
+    from search.results.sweep_files import fronts_for, load_sweep, store_root_of, study_key
 
     o = Path(out)
     config, meta = load_sweep(o)
-    trials = ResultStore(o / "results").trials()
+    trials = ResultStore(store_root_of(o)).trials()
+    key = study_key(trials)
+    # A one-model sweep's studies are its domains.
+    label = "Domain" if key == "domain" or (trials["study"] == trials["domain"]).all() else "Study"
     fronts = fronts_for(config, trials)
     rdir = o / "report"
     rdir.mkdir(parents=True, exist_ok=True)
@@ -132,12 +135,12 @@ def write_report(out: str | os.PathLike[str]) -> Path:
     parts.append("<p>Trials: " + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in counts.items()) + "</p>")
     histories: dict[str, list[float]] = {}
     for dom, fr in fronts.items():
-        dtr = trials[trials["domain"] == dom]
+        dtr = trials[trials[key] == dom]
         png = draw_domain(dtr, fr, rdir / f"front-{dom}.png")
         histories[dom] = hypervolume_history(dtr, fr.objectives, fr.modes, fr.ref, config.constraints)
         ref = ", ".join(f"{n}={r:.4g}" for n, r in zip(fr.objectives, fr.ref))
         parts.append(
-            f"<h2>Domain {html.escape(dom)}</h2><p>{len(fr.front)} non-dominated of {fr.n_considered} "
+            f"<h2>{label} {html.escape(dom)}</h2><p>{len(fr.front)} non-dominated of {fr.n_considered} "
             f"completed feasible trials ({fr.n_total} in total). Hypervolume {fr.hypervolume:.5g} "
             f"with reference point ({html.escape(ref)}). Knee: {html.escape(str(fr.knee_trial_id))}.</p>"
         )

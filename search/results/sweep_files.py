@@ -18,7 +18,15 @@ from models.errors import UserError
 from search.config import SweepConfig, load_config
 from search.results.pareto import FrontResult, compute_fronts
 
-__all__ = ["atomic_write_text", "sweep_meta", "load_sweep", "fronts_for", "write_fronts"]
+__all__ = [
+    "atomic_write_text",
+    "sweep_meta",
+    "load_sweep",
+    "fronts_for",
+    "write_fronts",
+    "study_key",
+    "store_root_of",
+]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -35,10 +43,29 @@ def sweep_meta(out: Path) -> dict[str, Any]:
     return dict(json.loads(p.read_text()))
 
 
+def study_key(trials: pd.DataFrame) -> str:
+    """The column naming a trial's study: ``study`` (stores since issue 16), else ``domain``."""
+    return "study" if "study" in trials.columns and trials["study"].notna().any() else "domain"
+
+
 def fronts_for(config: SweepConfig, trials: pd.DataFrame) -> dict[str, FrontResult]:
+    """One front per study (one per domain in a one-model sweep, where the study is the domain)."""
     return compute_fronts(
-        trials, config.metric_names, config.modes, [o.ref for o in config.objectives], config.constraints
+        trials,
+        config.metric_names,
+        config.modes,
+        [o.ref for o in config.objectives],
+        config.constraints,
+        by=study_key(trials),
     )
+
+
+def store_root_of(out: str | os.PathLike[str]) -> str:
+    """The results store's root of a sweep folder: ``sweep.json``'s ``results`` (a path or a URI)
+    when the sweep named one, else ``OUT/results``."""
+    p = Path(out) / "sweep.json"
+    meta = json.loads(p.read_text()) if p.exists() else {}
+    return str(meta.get("results") or Path(out) / "results")
 
 
 def write_fronts(out: Path, fronts: dict[str, FrontResult]) -> None:

@@ -1,5 +1,6 @@
 """Resume after the driver is killed with SIGKILL: no finished trial is redone, every trial ends
-with exactly one row. The sweep runs in subprocess drivers (`peftsweep run` / `peftsweep resume`)."""
+with exactly one row. The sweep runs in subprocess drivers (`peftsweep run` / `peftsweep resume`);
+it has two studies (two models x one domain) in one Tune run, each with its Optuna journal."""
 
 from __future__ import annotations
 
@@ -44,9 +45,10 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     log = tmp_path / "steps.log"
     cfg = {
         "name": "r",
+        "models": [{"name": "maskdino_tiny", "label": "a"}, {"name": "maskdino_tiny", "label": "b"}],
         "domains": ["clean"],
         "space": {"methods": ["lora", "adapter"], "adapter": {"repetitions": [1, 2]}, "iterations": [40]},
-        "budget": {"trials": 6, "concurrency": 2, "max_failures": 1},
+        "budget": {"trials": 3, "concurrency": 2, "max_failures": 1},
         "sampler": {"name": "tpe", "seed": 1, "startup_trials": 3},
         "early_stopping": {"enabled": False},
         "trial": {
@@ -104,6 +106,22 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
 
     df = store.trials()
     assert len(df) == 6 and df.trial_id.is_unique
+    assert df.groupby("study").size().to_dict() == {"a.clean": 3, "b.clean": 3}
+    # The Optuna journal: every stored trial COMPLETE in its study; what the killed driver had
+    # asked for and no trial ran is FAIL; nothing is left RUNNING.
+    import optuna
+
+    sweep_id = json.loads((out / "sweep.json").read_text())["sweep_id"]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "optuna" / "journal.log"))
+    )
+    for study in ("a.clean", "b.clean"):
+        states = {
+            t.user_attrs.get("tune_trial_id"): t.state.name
+            for t in optuna.load_study(study_name=f"{sweep_id}-{study}", storage=storage).trials
+        }
+        assert {states.get(t) for t in df[df.study == study].trial_id} == {"COMPLETE"}, states
+        assert set(states.values()) <= {"COMPLETE", "FAIL"}, states
     assert set(df.status) == {"completed"}, df[["trial_id", "status", "error"]]
     # trials finished before the kill were not trained again and their rows were not rewritten
     fin_after = dict(zip(df.trial_id, df.finished_at))

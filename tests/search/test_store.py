@@ -1,4 +1,4 @@
-"""Parquet store: typed versioned schema, idempotent upserts, atomic replace, concurrent writers."""
+"""Parquet store: typed versioned schema, idempotent upserts, atomic parts, concurrent writers."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def test_upsert_is_idempotent_and_typed(tmp_path: Path) -> None:
     assert sorted(df.trial_id) == ["a", "b"]
     a = df[df.trial_id == "a"].iloc[0]
     assert a.status == "completed" and a.ap == pytest.approx(0.8)
-    t = pq.read_table(tmp_path / "trials.parquet")
-    assert t.schema.metadata[b"peftsweep.schema_version"] == str(SCHEMA_VERSION).encode()
+    part = sorted((tmp_path / "trials").glob("part-*.parquet"))[0]
+    assert pq.read_schema(part).metadata[b"peftsweep.schema_version"] == str(SCHEMA_VERSION).encode()
+    t = st.trials_table()
     assert t.schema.field("lora_rank").type == pa.int64() and t.schema.field("ap").type == pa.float64()
     assert t.schema.names == TRIAL_SCHEMA.names
     # inactive conditional parameters are null, not NaN-floats of an int column
@@ -54,10 +55,10 @@ def test_upsert_is_idempotent_and_typed(tmp_path: Path) -> None:
         st.upsert_trials([{"status": "completed"}])
 
 
-def test_failed_write_leaves_old_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_no_part_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     st = ResultStore(tmp_path)
     st.upsert_trials([_row("a")])
-    before = (tmp_path / "trials.parquet").read_bytes()
+    before = sorted(p.name for p in (tmp_path / "trials").iterdir())
 
     def broken(table: pa.Table, where: object, **kw: object) -> None:
         Path(str(where)).write_bytes(b"PAR1 half-written")
@@ -67,7 +68,7 @@ def test_failed_write_leaves_old_file_intact(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(OSError):
         st.upsert_trials([_row("b")])
     monkeypatch.undo()
-    assert (tmp_path / "trials.parquet").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == before  # no half part, no temp
     assert list(ResultStore(tmp_path).trials().trial_id) == ["a"]
 
 

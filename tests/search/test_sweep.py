@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -112,13 +111,15 @@ def test_optuna_was_told_pruned_and_front_holds_only_completed(
 
     cfg, res = sweep
     df = res.trials.set_index("trial_id")
+    import optuna
+
+    # Every study lives in the sweep's Optuna journal (optuna-dashboard / optuna.load_study).
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(res.output_dir / "optuna" / "journal.log"))
+    )
     for dom in ("clean", "xray"):
-        states = glob.glob(str(res.output_dir / "tune" / dom / "searcher-state-*.pkl"))
-        assert states, "Tune saved no searcher state"
-        with open(states[0], "rb") as fh:
-            st = pickle.load(fh)
-        study = st["_ot_study"]
-        told = {tid: study.get_trials()[t.number] for tid, t in st["_ot_trials"].items()}
+        study = optuna.load_study(study_name=f"{res.sweep_id}-{dom}", storage=storage)
+        told = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
         assert len(told) == 6
         expect = {
             "completed": TrialState.COMPLETE,
@@ -328,6 +329,9 @@ def test_failing_trials_are_recorded_as_failed(ray_session: None, tmp_path: Path
         early_stopping={"enabled": False},
         trial={"function": "synthetic_trial:prepare", "eval_every": 10, "extra": {"fail_on": "class_mask"}},
     )
+    cfg = cfg.model_copy(
+        update={"sampler": cfg.sampler.model_copy(update={"storage": f"sqlite:///{tmp_path}/optuna.db"})}
+    )
     res = run_sweep(cfg, quiet=True, report=False)
     df = res.trials
     assert len(df) == 4 and df.trial_id.is_unique
@@ -336,9 +340,11 @@ def test_failing_trials_are_recorded_as_failed(ray_session: None, tmp_path: Path
     assert len(failed) >= 1 and (failed.status == "failed").all()
     assert failed.error.str.contains("synthetic failure").all()
     assert (df[df.method == "lora"].status == "completed").all()
-    with open(glob.glob(str(res.output_dir / "tune" / "clean" / "searcher-state-*.pkl"))[0], "rb") as fh:
-        st = pickle.load(fh)
-    trials = st["_ot_study"].get_trials()
-    states = {tid: trials[t.number].state for tid, t in st["_ot_trials"].items()}
+    import optuna
+
+    study = optuna.load_study(
+        study_name=f"{res.sweep_id}-clean", storage=f"sqlite:///{tmp_path}/optuna.db"
+    )  # sampler.storage: a database URL instead of the journal file
+    states = {t.user_attrs["tune_trial_id"]: t.state for t in study.trials}
     for tid in failed.trial_id:
         assert states[tid] == TrialState.FAIL
