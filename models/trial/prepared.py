@@ -194,7 +194,13 @@ class PreparedTrial:
             raise UserError(f"{path}: saved for other training images (data order differs)")
         if saved_order.get("batches_drawn") != int(state["iteration"]):
             raise UserError(f"{path}: data position {saved_order.get('batches_drawn')} != iteration")
-        self.model.load_state_dict(tensors, strict=False)
+        # Copied in place, not through load_state_dict: a partial state dict without version
+        # metadata makes detectron2's FrozenBatchNorm2d reset the running statistics it lacks
+        # (running_var 1 instead of 1 - eps), and the resumed run would drift from the original.
+        current = self.model.state_dict()
+        with torch.no_grad():
+            for k, v in tensors.items():
+                current[k].copy_(v)
         self._ensure_optim()
         self._optimizer.load_state_dict(state["optimizer"])
         self._scheduler.load_state_dict(state["scheduler"])
