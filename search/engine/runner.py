@@ -43,23 +43,11 @@ from models.errors import UserError
 from search.config import SweepConfig, dump_config
 from search.results.pareto import FrontResult
 from search.results.store import ResultStore
-from search.results.sweep_files import (
-    atomic_write_text,
-    fronts_for,
-    sweep_meta,
-    write_fronts,
-)
+from search.results.sweep_files import atomic_write_text, fronts_for, sweep_meta, write_fronts
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "SweepResult",
-    "run_sweep",
-    "ensure_ray",
-    "check_inputs",
-    "store_root",
-    "optuna_storage_url",
-]
+__all__ = ["SweepResult", "run_sweep", "ensure_ray", "check_inputs", "store_root", "optuna_storage_url"]
 
 EXPERIMENT = "sweep"  # the Tune experiment's name under OUT/tune/
 
@@ -182,10 +170,7 @@ def _tuner(
             sweep_id=sweep_id,
             domain=s.domain.model_dump(),
             model=s.model.model_dump(exclude={"label", "trials", "extra"}),
-            trial={
-                **config.trial.model_dump(),
-                "extra": {**config.trial.extra, **s.model.extra},
-            },
+            trial={**config.trial.model_dump(), "extra": {**config.trial.extra, **s.model.extra}},
             constraints=constraints,
             sampler=config.sampler.name,
             work_dir=str(out / "work" / s.name),
@@ -194,19 +179,13 @@ def _tuner(
         )
         for s in studies
     }
-    resources = {
-        "cpu": config.budget.cpus_per_trial,
-        "gpu": config.budget.gpus_per_trial,
-    }
+    resources = {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_study_trial, contexts=contexts), resources)
     storage = out / "tune"
     exp_path = storage / EXPERIMENT
     if resume and tune.Tuner.can_restore(str(exp_path)):
         return tune.Tuner.restore(
-            str(exp_path),
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=False,
+            str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=False
         )
 
     per_study: dict[str, list[Any]] = {}
@@ -393,10 +372,7 @@ def run_sweep(
             cache = None
             latency_file = out / "state" / "latency.json"
             if config.trial.latency_per_architecture:
-                from search.engine.latency_cache import (
-                    save_latency_cache,
-                    start_latency_cache,
-                )
+                from search.engine.latency_cache import save_latency_cache, start_latency_cache
 
                 cache = start_latency_cache(sweep_id, latency_file)
             tuner = _tuner(config, out, sweep_id, resume, quiet, wandb_logger is not None, client)
@@ -424,12 +400,7 @@ def run_sweep(
 
 
 def _finish_sweep(
-    config: SweepConfig,
-    out: Path,
-    sweep_id: str,
-    report: bool,
-    wandb_logger: Any,
-    client: bool = False,
+    config: SweepConfig, out: Path, sweep_id: str, report: bool, wandb_logger: Any, client: bool = False
 ) -> tuple[dict[str, FrontResult], pd.DataFrame]:
     """After the experiment: compact the store, fronts.json, the report, the W&B summary."""
     store = ResultStore(store_root(config, out))
