@@ -345,6 +345,9 @@ def replay_select(
     budgets = scenario.budgets(grid)
     best = best_feasible(grid, budgets)
     queue = candidate_points(pilot or DEFAULT_PILOT, list(lrs or grid.lrs), grid.iterations, warm=list(warm))
+    # A grid still being recorded lacks some points: the pilot runs without them (said in the note).
+    missing = sorted({_label(w.params) for w in queue if grid.row(w.params) is None})
+    queue = [w for w in queue if grid.row(w.params) is not None]
     schedule = HalvingSchedule.geometric(grid.iterations, rungs, eta)
 
     def run_rung(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
@@ -393,6 +396,8 @@ def replay_select(
     decision = decide(finals, budgets)
     params = decision.chosen.params if decision.chosen is not None else None
     ap, note = _truth(grid, params, budgets)
+    if missing:
+        note = "; ".join(x for x in (note, f"not recorded, left out: {', '.join(missing)}") if x)
     return Outcome(
         strategy,
         grid.domain,
@@ -416,7 +421,10 @@ def rule_outcome(grid: DomainGrid, rule: str, scenario: Scenario, lr: float | No
     budgets = scenario.budgets(grid)
     best = best_feasible(grid, budgets)
     params = pilot_matrix(RULES[rule], lr=lr, iterations=grid.iterations)[0]
-    ap, note = _truth(grid, params, budgets)
+    if grid.row(params) is None:
+        ap, note = math.nan, "not recorded"
+    else:
+        ap, note = _truth(grid, params, budgets)
     cost = (grid.iterations, len(grid.rows) * grid.iterations)
     return Outcome(
         rule, grid.domain, scenario.name, -1, _label(params), ap, best["ap"], _label(best), *cost, note
@@ -444,12 +452,13 @@ def run_bench(
 ) -> dict[str, Any]:
     """Every outcome (select cold and warm, rules) on every domain, scenario and seed."""
     grids = {d: load_grid(d, tables) for d in domains}
-    distances = load_distances(tables) if len(grids) > 1 else {}
+    have = (Path(tables) / "select_domains.json").is_file()
+    distances = load_distances(tables) if have or len(grids) > 1 else {}
     outcomes: list[Outcome] = []
     for d, grid in grids.items():
         for sc in SCENARIOS:
             budgets = sc.budgets(grid)
-            warm = warm_points(d, grids, distances, budgets, neighbours) if distances else []
+            warm = warm_points(d, grids, distances, budgets, neighbours) if len(grids) > 1 else []
             for s in grid.seeds:
                 outcomes.append(replay_select(grid, s, sc, rungs=rungs, eta=eta))
                 if warm:

@@ -160,3 +160,11 @@ def test_family_best_and_paper_finding(tables: Path) -> None:
     # near: adapters lead LoRA by 1.5 AP, more than the combined seed sd sqrt(2) = 1.41.
     assert "within noise of adapters: no" in finding
     assert all(math.isfinite(o["compute_pct"]) for o in res["outcomes"])
+
+
+def test_a_grid_still_recording_leaves_its_missing_points_out(tmp_path: Path) -> None:
+    write_domain(tmp_path, "part", {k: v for k, v in NEAR.items() if k != "full_head"}, untrained=2.0)
+    grid = bench.load_grid("part", tmp_path)
+    out = bench.replay_select(grid, 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR])
+    assert "left out: full_head lr 0.003" in out.note and out.picked is not None
+    assert bench.rule_outcome(grid, "always full head", bench.Scenario("no budget")).note == "not recorded"
