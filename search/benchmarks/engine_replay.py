@@ -16,9 +16,11 @@ after ``budget`` trained trials (a third of the grid), and the iterations traine
 budget), which gives the early-stopping figures: compute saved (ratio of iterations trained) and
 the hypervolume kept (fraction of the same sweep's hypervolume without stopping).
 
-Curve format (``ap_curve`` column of the table, JSON): ``[[iteration, ap], ...]`` ascending, the
-AP measured after that many training iterations (the last entry at the trial's ``iterations``).
-A table without curves replays with early stopping off only (final values).
+Curves: the ``<stem>.curves.csv`` file beside the table that ``search.benchmarks.record_real_grid
+--eval-every`` writes (one row per evaluation of one seeded run; the replay uses the mean AP over
+seeds at each iteration, as the table's final AP is that mean), or an ``ap_curve`` column in the
+table itself (JSON ``[[iteration, ap], ...]`` ascending). A table without curves replays with
+early stopping off only (final values).
 """
 
 from __future__ import annotations
@@ -72,6 +74,25 @@ def _parse_curve(text: str) -> list[tuple[int, float]]:
     return [(int(it), float(ap)) for it, ap in data]
 
 
+def _side_curves(path: Path) -> dict[tuple[str, ...], list[tuple[int, float]]]:
+    """Curves from ``<stem>.curves.csv`` (``search.benchmarks.record_real_grid``: one row per
+    evaluation of one seeded run: the parameter columns, ``seed``, ``iteration``, ``ap``, ...,
+    ``status``): per configuration the mean AP over its seeds at each iteration (the table's final
+    AP is the same mean), failed evaluations left out."""
+    import csv
+    from collections import defaultdict
+
+    acc: dict[tuple[str, ...], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("status") == "failed" or row.get("ap") in ("", None):
+                continue
+            ap = float(row["ap"])
+            if math.isfinite(ap):
+                acc[_key(row)][int(float(row["iteration"]))].append(ap)
+    return {k: [(it, float(np.mean(v))) for it, v in sorted(its.items())] for k, its in acc.items()}
+
+
 def load_curve_table(path: str | Path) -> CurveTable:
     """:func:`search.benchmarks.recorded.load_table` plus the ``ap_curve`` column when present."""
     import csv
@@ -91,6 +112,9 @@ def load_curve_table(path: str | Path) -> CurveTable:
                 raise UserError(
                     f"{path}: row {i + 2}: ap_curve is not [[iteration, ap], ...] ({exc})"
                 ) from None
+    side = Path(path).with_name(Path(path).stem + ".curves.csv")
+    if not curves and side.exists():
+        curves = _side_curves(side)
     if curves and len(curves) != len(table.values):
         raise UserError(f"{path}: ap_curve missing on {len(table.values) - len(curves)} rows")
     return CurveTable(table, curves, str(path))

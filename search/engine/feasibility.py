@@ -33,7 +33,6 @@ __all__ = [
     "ModelAccounting",
     "domain_num_classes",
     "violations",
-    "check_constraint_metrics",
 ]
 
 
@@ -56,16 +55,6 @@ def violations(costs: Mapping[str, Any], constraints: Sequence[Mapping[str, Any]
         if math.isnan(amount) or amount > 0:
             out[str(c["metric"])] = amount if not math.isnan(amount) else math.inf
     return out
-
-
-def check_constraint_metrics(constraints: Sequence[Mapping[str, Any]], known: Sequence[str]) -> None:
-    """UserError naming the first constraint on a metric no trial of this sweep reports."""
-    for i, c in enumerate(constraints):
-        if c["metric"] not in known:
-            raise UserError(
-                f"constraints[{i}].metric: {c['metric']!r} is not a metric this sweep measures "
-                f"(known: {', '.join(known)})"
-            )
 
 
 def domain_num_classes(domain: Mapping[str, Any]) -> int:

@@ -102,6 +102,28 @@ def test_curve_table_loads_and_bad_curves_are_named(tmp_path: Path) -> None:
         load_curve_table(tmp_path / "bad.csv")
 
 
+def test_curves_from_the_recorders_side_file(tmp_path: Path) -> None:
+    """``<stem>.curves.csv`` (record_real_grid --eval-every): mean AP over seeds per iteration."""
+    from search.benchmarks.engine_replay import load_curve_table
+
+    table = write_curve_table(tmp_path / "g.csv", curves=False)
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    params = HEADER[:10]
+    with open(tmp_path / "g.curves.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*params, "domain", "seed", "iteration", "ap", "ap50", "loss", "status"])
+        for r in rows:
+            for seed, shift in ((0, -1.0), (1, 1.0)):
+                for it in (20, 40):
+                    w.writerow(
+                        [*(r[c] for c in params), "clean", seed, it, it / 2 + shift, "", 1.0, "completed"]
+                    )
+            w.writerow([*(r[c] for c in params), "clean", 2, 20, "", "", "", "failed"])
+    ct = load_curve_table(table)
+    assert ct.has_curves and all(c == [(20, 10.0), (40, 20.0)] for c in ct.curves.values())
+
+
 @pytest.mark.slow
 def test_replay_through_tune_with_and_without_early_stopping(tmp_path: Path) -> None:
     import ray
