@@ -61,7 +61,7 @@ SCHEMA_VERSION = 2  # 2: part files with _seq/_deleted, study and model columns
 _READABLE_VERSIONS = ("1", "2")
 # A writer compacts after adding this many parts: reads stay fast (one dataset of ~this many
 # small files at most per writer) and a write stays O(its own rows) on average.
-COMPACT_EVERY = 200
+COMPACT_EVERY = 64
 _READ_RETRIES = 20
 # (root, table) -> parts this process added since it last compacted them. Per process, not per
 # instance: callers open a ResultStore per write.
