@@ -43,10 +43,10 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 50
-    # torch CPU threads (0 = torch's default, one per core). 1 by default: measured on the 2-core
-    # target with other processes running, 2 threads spent ~3x the CPU per iteration of 1 thread
-    # (OpenMP spinning when cores are shared), so 1 thread finished first.
-    threads: int = 1
+    # torch CPU threads; 0 (the default) = every core. On a CPU shared with other busy processes,
+    # --threads 1 can finish first: on the 2-core target with others running, 2 threads spent ~3x
+    # the CPU per iteration of 1 thread (OpenMP spinning when cores are shared).
+    threads: int = 0
 
     def validate(self) -> None:
         if self.iterations < 1:
@@ -61,10 +61,14 @@ class PretrainConfig:
             raise UserError("--num-train-images and --num-eval-images must be >= 1")
 
 
-def pretrain(out_dir: str | Path, cfg: PretrainConfig, log: Any = print) -> dict[str, Any]:
+def pretrain(
+    out_dir: str | Path, cfg: PretrainConfig, log: Any = print, progress: str = "auto"
+) -> dict[str, Any]:
     """Train, evaluate on held-out source images, save ``base.pt`` + ``pretrain.json``; return the json.
 
     ``cfg.threads`` applies for the duration of the call (the previous setting is restored).
+    ``progress``: the iterations' bar / plain lines with ETA (:mod:`models.progress` mode; "off"
+    shows none).
     """
     import torch
 
@@ -74,12 +78,12 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, log: Any = print) -> dict
         # On a shared or oversubscribed CPU, fewer threads beat OpenMP's spinning (see PretrainConfig).
         torch.set_num_threads(cfg.threads)
     try:
-        return _pretrain(Path(out_dir), cfg, log)
+        return _pretrain(Path(out_dir), cfg, log, progress)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
+def _pretrain(out: Path, cfg: PretrainConfig, log: Any, progress: str) -> dict[str, Any]:
     import torch
 
     import models
@@ -89,6 +93,7 @@ def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
     from models.data.register import get_class_names, get_dataset_dicts, register_synthetic
     from models.evaluation import evaluate_model
     from models.latency import device_name
+    from models.progress import Progress
     from models.training import OptimConfig, train_loop
     from models.trial.data import resolve_device
 
@@ -116,15 +121,24 @@ def _pretrain(out: Path, cfg: PretrainConfig, log: Any) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     c0 = time.process_time()  # CPU time: a load-independent cost figure on shared machines
-    result = train_loop(
-        model,
-        batch_iterator(train_dicts, mapper, cfg.batch_size, cfg.seed),
-        cfg.iterations,
-        optim,
-        device,
-        log=log,
-        log_every=cfg.log_every,
-    )
+    with Progress(progress) as bar:
+        bar.add("pretrain", f"pretrain {cfg.model}", total=cfg.iterations)
+
+        def tick(it: int, loss: float) -> None:
+            bar.update("pretrain", completed=it, info=f"loss {loss:.3f}")
+
+        result = train_loop(
+            model,
+            batch_iterator(train_dicts, mapper, cfg.batch_size, cfg.seed),
+            cfg.iterations,
+            optim,
+            device,
+            callback=tick,
+            callback_every=1,
+            log=log,
+            log_every=cfg.log_every,
+        )
+    log(f"pretrain: evaluating on {len(val_dicts)} held-out {cfg.domain} images")
     eval_mapper = InstanceMapper(False, build_augmentations(False, cfg.image_size))
     metrics = evaluate_model(model, val_dicts, eval_mapper, classes, device=device)
     minutes = (time.perf_counter() - t0) / 60.0

@@ -58,7 +58,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run a sweep on an existing Ray cluster (--address ray://HOST:PORT|auto)",
     ),
     "pareto": ("search.cli.results", "print the Pareto front(s) of a sweep output folder"),
-    "report": ("search.cli.results", "write the static HTML + PNG report of a sweep output folder"),
+    "report": (
+        "search.cli.results",
+        "write the reports of a sweep output folder: interactive HTML (one file) and static HTML + PNG",
+    ),
+    "status": (
+        "search.cli.results",
+        "where a running or finished sweep stands: trials by state, front so far, hypervolume, ETA",
+    ),
     "select": ("search.cli.select", "pick a PEFT method for a new domain automatically"),
     "params": ("search.cli.params", "count total and trainable parameters of a model + PEFT method"),
     "data": (

@@ -89,8 +89,9 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=d.threads,
-        help="torch CPU threads (0: one per core; default 1, see models.pretrain)",
+        help="torch CPU threads (default 0: every core; 1 can be faster on a CPU other jobs share)",
     )
+    parser.add_argument("--quiet", action="store_true", help="print nothing (no log lines, no progress bar)")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -116,8 +117,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         threads=args.threads,
     )
-    pretrain(args.out, cfg, log=lambda m: print(m, flush=True))
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+    pretrain(args.out, cfg, log=log, progress="off" if args.quiet else "auto")
     from search.selection.domain_stats import record_pretrain_stats
 
-    record_pretrain_stats(args.out, log=lambda m: print(m, flush=True))
+    record_pretrain_stats(args.out, log=log)
     return 0

@@ -1,11 +1,18 @@
-"""``peftsweep pareto OUT [--json]`` and ``peftsweep report OUT``."""
+"""``peftsweep pareto OUT [--json]``, ``peftsweep report OUT`` and ``peftsweep status OUT [--json]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-__all__ = ["add_pareto_arguments", "run_pareto", "add_report_arguments", "run_report"]
+__all__ = [
+    "add_pareto_arguments",
+    "run_pareto",
+    "add_report_arguments",
+    "run_report",
+    "add_status_arguments",
+    "run_status",
+]
 
 
 def add_pareto_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +66,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from search.results.interactive import write_interactive
     from search.results.report import write_report
 
     print(write_report(args.output_dir))
+    print(write_interactive(args.output_dir))
     if args.wandb:
         from search.results.sweep_files import load_sweep
         from search.results.wandb_log import log_sweep
@@ -71,4 +80,20 @@ def run_report(args: argparse.Namespace) -> int:
             config = config.model_copy(update={"wandb": config.wandb.model_copy(update={"mode": "auto"})})
         ids = log_sweep(args.output_dir, config)
         print(f"W&B: wrote {len(ids) - 1} trial run(s) and the summary run {ids[-1]}")
+    return 0
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", help="a sweep output folder (running or finished)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from search.results.status import format_status, sweep_status
+
+    status = sweep_status(args.output_dir)
+    if args.json:
+        print(json.dumps(status.to_json(), indent=1, default=str))
+    else:
+        print(format_status(status))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,10 @@ def run_and_record(config: Any, **kwargs: Any) -> Any:
 
     res = run_sweep(config, **kwargs)
     record_sweep_stats(res.output_dir, config)
+    if kwargs.get("report", True):
+        from search.results.interactive import write_interactive
+
+        write_interactive(res.output_dir)
     return res
 
 
@@ -184,11 +189,61 @@ def demo_config(
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default=None, help="sweep folder (default runs/demo-<time>)")
-    parser.add_argument("--base-dir", default="runs/base", help="where the small pretrained base lives")
+    parser.add_argument(
+        "--base",
+        metavar="CKPT",
+        default=None,
+        help="base checkpoint to fine-tune (default: the small base shipped in the package, "
+        "models/pretrained/maskdino_tiny_source)",
+    )
+    parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="pretrain a fresh small base into --base-dir instead of using the shipped one "
+        "(about 16 CPU-minutes; reused when --base-dir already holds one)",
+    )
+    parser.add_argument("--base-dir", default="runs/base", help="where --pretrain writes its base")
     parser.add_argument("--trials-per-domain", type=int, default=6, help="trials per domain (2 domains)")
     parser.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations per trial")
     parser.add_argument("--wandb", action="store_true", help="also log to W&B (offline without a key)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress, no log lines: only the fronts")
+
+
+def _demo_base(args: argparse.Namespace) -> Path:
+    """The demo's base checkpoint: ``--base``; else with ``--pretrain`` the one in ``--base-dir``
+    (pretrained there first when absent); else the one shipped in the package
+    (:mod:`models.pretrained`), or, when an installation lacks it, as with ``--pretrain``."""
+    from models.errors import UserError
+    from models.pretrain import CHECKPOINT_NAME, PretrainConfig, pretrain
+
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+    if args.base:
+        ckpt = Path(args.base)
+        if not ckpt.is_file():
+            raise UserError(f"--base: {ckpt} is not a file")
+        return ckpt
+    if not args.pretrain:
+        from models.pretrained import SHIPPED_BASE_DIR
+
+        ckpt = SHIPPED_BASE_DIR / CHECKPOINT_NAME
+        if ckpt.is_file():
+            info = json.loads((SHIPPED_BASE_DIR / "pretrain.json").read_text())
+            say(f"demo: base {ckpt} (shipped; source-domain mask AP {info['eval']['ap']:.1f})")
+            return ckpt
+        say("demo: this installation has no shipped base; pretraining one instead")
+    from search.selection.domain_stats import record_pretrain_stats
+
+    base_dir = Path(args.base_dir)
+    ckpt = base_dir / CHECKPOINT_NAME
+    if ckpt.exists():
+        say(f"demo: reusing the base pretrained earlier in {base_dir} (delete it to pretrain again)")
+        return ckpt
+    say(f"demo: pretraining a fresh base in {base_dir} on the synthetic source domain")
+    t = time.time()
+    info = pretrain(base_dir, PretrainConfig(), log=say, progress="off" if args.quiet else "auto")
+    record_pretrain_stats(base_dir, log=say)
+    say(f"demo: base pretrained in {time.time() - t:.0f}s; source-domain mask AP {info['eval']['ap']:.1f}")
+    return ckpt
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -196,24 +251,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if args.trials_per_domain < 1 or args.iterations < 1:
         raise UserError("--trials-per-domain and --iterations must be >= 1")
-    base_dir = Path(args.base_dir)
-    from models.pretrain import CHECKPOINT_NAME, PretrainConfig, pretrain
-    from search.selection.domain_stats import record_pretrain_stats
-
-    ckpt = base_dir / CHECKPOINT_NAME
-    if not ckpt.exists():
-        print(f"demo: no base at {ckpt}; pretraining it on the synthetic source domain (once)", flush=True)
-        t = time.time()
-        info = pretrain(base_dir, PretrainConfig())
-        record_pretrain_stats(base_dir)
-        ap = (info.get("eval") or {}).get("ap")
-        print(f"demo: base pretrained in {time.time() - t:.0f}s; source-domain mask AP {ap}", flush=True)
+    if args.base and args.pretrain:
+        raise UserError("--base and --pretrain: pass one of them (a checkpoint, or pretrain a fresh base)")
+    ckpt = _demo_base(args)
     out = args.output_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = demo_config(out, str(ckpt.resolve()), args.trials_per_domain, args.iterations, args.wandb)
     res = run_and_record(config, quiet=args.quiet)
     print_fronts(res.fronts)
     print(
         f"demo: {len(res.trials)} trials in {res.seconds:.0f}s; "
-        f"report: {res.output_dir / 'report' / 'index.html'}"
+        f"report: {res.output_dir / 'report' / 'interactive.html'} (static: index.html)"
     )
     return 0

@@ -152,6 +152,7 @@ def _tuner(
 
     from search.engine.callbacks import StoreCallback, WandbCallback
     from search.engine.mo_asha import MOASHAScheduler
+    from search.engine.progress import ProgressCallback
     from search.engine.studies import (
         SearcherFactory,
         StudyCallbacks,
@@ -259,7 +260,8 @@ def _tuner(
             storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[StudyCallbacks(per_study)],
+            # ProgressCallback: one row per study; also Tune's banner reporter (see engine.progress)
+            callbacks=[StudyCallbacks(per_study), ProgressCallback(sweep_id)],
             verbose=0,
         ),
     )
@@ -366,6 +368,9 @@ def run_sweep(
                 )
         else:
             wandb_logger = None
+    from search.engine.progress import start_display
+
+    stop_display = start_display(out, config, sweep_id, quiet)  # rows per study; quiet: Ray's logs off too
     try:
         started = ensure_ray(address)
         try:
@@ -391,6 +396,7 @@ def run_sweep(
                 ray.shutdown()
         result = _finish_sweep(config, out, sweep_id, report, wandb_logger, client)
     finally:
+        stop_display()
         if wandb_logger is not None:
             from search.results.wandb_log import deactivate
 

@@ -39,7 +39,8 @@ from typing import Any
 import pandas as pd
 
 from search.config import KNOWN_METRICS, PARAM_COLUMNS, SweepConfig
-from search.results.pareto import hypervolume_history
+from search.results.pareto import FrontResult, hypervolume_history
+from search.results.status import study_column
 
 __all__ = [
     "SweepLogger",
@@ -271,6 +272,9 @@ class SweepLogger:
             }
             run.log({**point, "trials_finished": i + 1})
         run.log({"pareto_front": wandb.Table(columns=cols, data=rows)})
+        col = study_column(trials)
+        for dom, fr in fronts.items():
+            _log_study_plots(run, dom, trials[trials[col] == dom], fr)
         rdir = self.out / "report"
         for png in sorted(rdir.glob("*.png")) if rdir.exists() else []:
             run.log({f"plots/{png.stem}": wandb.Image(str(png))})
@@ -287,6 +291,40 @@ class SweepLogger:
         if self._summary is not None:
             self._summary.finish(exit_code=exit_code)
             self._summary = None
+
+
+def study_table(trials: pd.DataFrame, front: FrontResult) -> tuple[list[str | int], list[list[Any]]]:
+    """(columns, rows) of a study's completed trials: id, search parameters, objectives and whether
+    the trial is on the front / the knee. One row per run, like W&B's parallel-coordinates panel."""
+    names = list(front.objectives)
+    cols: list[str | int] = ["trial_id", *PARAM_COLUMNS, *names, "on_front", "knee"]
+    on = set(front.front["trial_id"]) if "trial_id" in front.front else set()
+    done = trials[trials["status"] == "completed"] if "status" in trials else trials
+    rows = []
+    for rec in done.to_dict(orient="records"):
+        tid = rec.get("trial_id")
+        rows.append(
+            [_plain(rec.get(c)) for c in ("trial_id", *PARAM_COLUMNS, *names)]
+            + [tid in on, tid == front.knee_trial_id]
+        )
+    return cols, rows
+
+
+def _log_study_plots(run: Any, study: str, trials: pd.DataFrame, front: FrontResult) -> None:
+    """The study's table (``trials/<study>``: filter ``on_front`` in W&B) and a Pareto scatter of its
+    front for the first objective against each other one (``pareto_scatter/<study>/<y>_vs_<x>``)."""
+    import wandb
+
+    cols, rows = study_table(trials, front)
+    run.log({f"trials/{study}": wandb.Table(columns=cols, data=rows)})
+    on_front = [r for r in rows if r[cols.index("on_front")]]
+    if not on_front:
+        return
+    y = front.objectives[0]
+    for x in front.objectives[1:]:
+        table = wandb.Table(columns=cols, data=on_front)  # one each: W&B stores a logged table once
+        title = f"{study}: Pareto front, {y} ({front.modes[0]}) vs {x}"
+        run.log({f"pareto_scatter/{study}/{y}_vs_{x}": wandb.plot.scatter(table, x, y, title=title)})
 
 
 # One logger per sweep running in this (driver) process. Tune pickles its callbacks with the
