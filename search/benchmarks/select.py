@@ -506,6 +506,11 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
         "trial-iterations as % of one full sweep of the recorded grid, and of the search space's full "
         f"sweep ({FULL_SWEEP_ITERATIONS} trial-iterations: bench search's 153 configurations x 80)"
     )
+    for d, side in res["sidecars"].items():
+        lines.append(
+            f"{d}: recorded on {side.get('machine')} ({side.get('date')}, "
+            f"{side.get('record_minutes')} min of runs)"
+        )
     for d in res["families"]:
         lines.append(
             f"\n== {d} (grid {res['grid_configs'][d]} configs, seed-to-seed AP sd ~{res['noise'][d]:.2f}, "
@@ -625,6 +630,9 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         from models.data.coco import atomic_write_json
 
-        Path(args.out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+        txt = Path(args.out).with_suffix(".txt")
+        tmp = txt.with_name(txt.name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(txt)  # never a half-written figures file
         atomic_write_json(Path(args.out).with_suffix(".json"), res)
     return 0
