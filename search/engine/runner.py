@@ -380,6 +380,10 @@ def run_sweep(
                 from search.engine.latency_cache import save_latency_cache, start_latency_cache
 
                 cache = start_latency_cache(sweep_id, latency_file)
+            # Tune's new output engine appends a reporter of its own after ours and gives only the
+            # first one its start time: the other then crashes on a retried trial (Ray 2.60). The
+            # legacy engine at verbose=0 prints nothing, and our ProgressCallback shows the rows.
+            os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
             tuner = _tuner(config, out, sweep_id, resume, quiet, wandb_logger is not None, client)
             grid = tuner.fit()
             _reconcile(config, out, sweep_id, [grid[i] for i in range(len(grid))])
