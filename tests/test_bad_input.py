@@ -78,9 +78,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
         json.dumps({"images": [img], "annotations": [ann], "categories": [cat]})
     )
     good = {**img, "file_name": "ok.png"}
-    (root / "ok.json").write_text(
-        json.dumps({"images": [good], "annotations": [ann], "categories": [cat]})
-    )
+    (root / "ok.json").write_text(json.dumps({"images": [good], "annotations": [ann], "categories": [cat]}))
     broken = {**img, "file_name": "broken.png"}
     (root / "unreadable.json").write_text(
         json.dumps({"images": [broken], "annotations": [ann], "categories": [cat]})

@@ -112,7 +112,6 @@ class SweepProgress:
 
     def refresh(self, study: str, *, force: bool = False) -> StudyStatus | None:
         """Re-read the study's rows from the store and update its row; returns the status shown."""
-        import time
 
         if self.display.mode == "off":
             return None
@@ -204,10 +203,6 @@ class ProgressCallback(_TuneReporter):
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         # Tune's reporter would print (and, set up without a start time, crash) on a retried trial.
         self._refresh(trial)
-
-    def setup(self, start_time: float | None = None, **kwargs: Any) -> None:
-        # Tune passes no start time when a callback is set up outside ``tune.run``'s own path.
-        super().setup(start_time=start_time if start_time is not None else time.time(), **kwargs)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._refresh(None, force=True)
