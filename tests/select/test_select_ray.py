@@ -52,7 +52,9 @@ def _select(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, An
 
 def _overlap(rows: list[dict[str, Any]]) -> int:
     """Most trials running at the same moment (from their start/finish times)."""
-    events = sorted([(float(r["started_at"]), 1) for r in rows] + [(float(r["finished_at"]), -1) for r in rows])
+    events = sorted(
+        [(float(r["started_at"]), 1) for r in rows] + [(float(r["finished_at"]), -1) for r in rows]
+    )
     most = running = 0
     for _, step in events:
         running += step
