@@ -117,6 +117,11 @@ def add_select_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="decide even when no pilot learned anything (smoke tests); otherwise exit 4",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display and no per-trial lines: only the decision (and errors)",
+    )
     parser.add_argument("--neighbours", type=int, default=2, help="earlier domains to warm-start from")
     parser.add_argument("--shift-images", type=int, default=64, help="images per domain for the shift")
     parser.add_argument("--image-size", type=int, default=128)
@@ -206,10 +211,20 @@ def run_select(args: argparse.Namespace) -> int:
     )
     settings.out_dir = args.out or str(Path("runs") / "select" / settings.resolved_domain_name)
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
+    from search.selection.progress import PilotProgress
 
-    result = run_selection(settings, log=log)
+    # The pilot's progress (rung k of n, candidates left, ETA): a bar on a terminal, plain lines
+    # otherwise, nothing with --quiet; on stderr with --json (stdout is the result), else stdout.
+    stream = sys.stderr if args.json else sys.stdout
+    progress = PilotProgress("off" if args.quiet else "auto", stream=stream)
+
+    def log(msg: str) -> None:
+        progress.print(msg)  # above the bar, never through it; nothing with --quiet
+
+    try:
+        result = run_selection(settings, log=log, progress=progress)
+    finally:
+        progress.close()
     d = result.decision
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -44,6 +44,7 @@ from search.selection.halving import HalvingSchedule, successive_halving
 from search.selection.learned import likely_causes, nothing_learned
 from search.selection.outcome import SelectionResult, SelectionSettings
 from search.selection.parallel import LocalExecutor, RayExecutor, RungExecutor
+from search.selection.progress import PilotProgress
 from search.selection.shift import (
     FeatureStats,
     frechet_distance,
@@ -167,6 +168,7 @@ def _run_pilot(
     budgets: Budgets | None = None,
     executor: RungExecutor | None = None,
     state_root: str | os.PathLike[str] | None = None,
+    progress: PilotProgress | None = None,
 ) -> list[dict[str, Any]]:
     """Train the queue with successive halving (:mod:`search.selection.halving`); one row per
     candidate at the furthest rung it reached (``finalist``: it reached the last rung).
@@ -200,6 +202,9 @@ def _run_pilot(
 
     def run_rung(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
         rung = schedule.rungs.index(length)
+        steps = length - (schedule.rungs[rung - 1] if rung > 0 else 0)  # each continues from the last rung
+        if progress is not None:
+            progress.rung(rung, length, len(cands))
         jobs = []
         for i, params in cands:
             kwargs: dict[str, Any] = {}
@@ -235,6 +240,8 @@ def _run_pilot(
                 f"AP {_fmt(row.get('ap'))}, trainable {_fmt(row.get('trainable_pct'), 3)}%, "
                 f"latency {_fmt(row.get('latency_ms'))} ms"
             )
+            if progress is not None:
+                progress.trial(steps, f"last: {_label(params)} AP {_fmt(row.get('ap'))}")
             if on_row is not None:
                 on_row(row)
 
@@ -269,6 +276,7 @@ def _extra_seeds(
     executor: RungExecutor,
     log: Callable[[str], None],
     store: Callable[[list[dict[str, Any]]], None],
+    progress: PilotProgress | None = None,
 ) -> list[dict[str, Any]]:
     """The finalists again with seeds seed+1 .. seed+seeds-1 at the full length: their AP spread."""
     finals = [r for r in records if r.get("finalist") and r.get("status") == "completed"]
@@ -279,6 +287,8 @@ def _extra_seeds(
         for k in range(1, settings.seeds):
             jobs.append((run_point, dict(params), {"seed": settings.seed + k}))
             meta.append((r, params, settings.seed + k))
+    if progress is not None:
+        progress.seeds(len(jobs))
 
     def done(j: int, rec: dict[str, Any]) -> None:
         r, params, seed = meta[j]
@@ -299,6 +309,8 @@ def _extra_seeds(
             "finalist": True,
         }
         log(f"select: {_label(params)} seed {seed}: {row['status']}, AP {_fmt(row.get('ap'))}")
+        if progress is not None:
+            progress.trial(settings.iterations, f"last: {_label(params)} seed {seed}")
         store([row])
         extra.append(row)
 
@@ -381,8 +393,12 @@ def run_selection(
     run_point: RunPoint | None = None,
     log: Callable[[str], None] = print,
     write_report: bool = True,
+    progress: PilotProgress | None = None,
 ) -> SelectionResult:
-    """Measure the shift, run the warm-started pilot, decide, record, report (module docstring)."""
+    """Measure the shift, run the warm-started pilot, decide, record, report (module docstring).
+
+    ``progress`` (:class:`search.selection.progress.PilotProgress`) shows the pilot's rungs,
+    candidates left and ETA; the caller closes it."""
     t_start = time.time()
     data_json, images_dir = Path(settings.data_json), Path(settings.images_dir)
     if not data_json.is_file():
@@ -466,6 +482,8 @@ def run_selection(
         f"(keep 1/{schedule.eta:g}), "
         + (f"on the Ray cluster at {settings.address}" if settings.address else "in this process")
     )
+    if progress is not None:
+        progress.start(schedule.rungs, len(queue), schedule, extra_seeds=settings.seeds - 1)
     try:
         # Each finished trial is stored at once: an interrupted selection keeps what it measured.
         records = _run_pilot(
@@ -479,9 +497,12 @@ def run_selection(
             budgets=settings.budgets,
             executor=executor,
             state_root=out / "pilot_state",
+            progress=progress,
         )
         if settings.seeds > 1:
-            records += _extra_seeds(records, runner, settings, sweep_id, executor, log, store.upsert_trials)
+            records += _extra_seeds(
+                records, runner, settings, sweep_id, executor, log, store.upsert_trials, progress
+            )
     finally:
         executor.close()
     record_domain_stats(out, domain, target_stats, feature_key=key, source=f"select {data_json}")
