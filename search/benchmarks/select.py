@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import UserError
+from models.progress import Progress
 
 __all__ = [
     "TABLES",
@@ -449,14 +450,22 @@ def run_bench(
     rungs: int = 3,
     eta: float = 2.0,
     neighbours: int = 2,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Every outcome (select cold and warm, rules) on every domain, scenario and seed."""
+    """Every outcome (select cold and warm, rules) on every domain, scenario and seed;
+    ``progress`` (``models.progress.Progress``) counts the replays, domain and scenario as text."""
     grids = {d: load_grid(d, tables) for d in domains}
     have = (Path(tables) / "select_domains.json").is_file()
     distances = load_distances(tables) if have or len(grids) > 1 else {}
     outcomes: list[Outcome] = []
+    per_seed = 2 if len(grids) > 1 else 1  # cold, and warm when there are other domains
+    total = sum(len(SCENARIOS) * (per_seed * len(g.seeds) + len(RULES)) for g in grids.values())
+    if progress is not None:
+        progress.add("bench", "bench select", total)
     for d, grid in grids.items():
         for sc in SCENARIOS:
+            if progress is not None:
+                progress.update("bench", info=f"{d}: {sc.name}")
             budgets = sc.budgets(grid)
             warm = warm_points(d, grids, distances, budgets, neighbours) if len(grids) > 1 else []
             for s in grid.seeds:
@@ -465,8 +474,12 @@ def run_bench(
                     outcomes.append(
                         replay_select(grid, s, sc, warm=warm, rungs=rungs, eta=eta, strategy="select + warm")
                     )
+                if progress is not None:
+                    progress.update("bench", advance=per_seed)
             for rule in RULES:
                 outcomes.append(rule_outcome(grid, rule, sc))
+            if progress is not None:
+                progress.update("bench", advance=len(RULES))
     families = {d: family_best(g) for d, g in grids.items()}
     shift = {d: distances.get("source", {}).get(d, math.nan) for d in grids}
     return {
@@ -616,12 +629,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eta", type=float, default=2.0, help="keep 1/eta per rung (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the machine-readable result")
+    parser.add_argument("--quiet", action="store_true", help="no progress display (figures only)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the printed figures here")
 
 
 def main(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in str(args.domains).split(",") if d.strip()]
-    res = run_bench(args.tables, domains, rungs=args.rungs, eta=args.eta)
+    # Progress on stderr (stdout is the figures or the JSON): a bar on a terminal, else lines.
+    with Progress("off" if getattr(args, "quiet", False) else "auto") as progress:
+        res = run_bench(args.tables, domains, rungs=args.rungs, eta=args.eta, progress=progress)
     if args.json:
         print(json.dumps(res, indent=1, default=str))
         return 0

@@ -168,3 +168,22 @@ def test_a_grid_still_recording_leaves_its_missing_points_out(tmp_path: Path) ->
     out = bench.replay_select(grid, 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR])
     assert "left out: full_head lr 0.003" in out.note and out.picked is not None
     assert bench.rule_outcome(grid, "always full head", bench.Scenario("no budget")).note == "not recorded"
+
+
+def test_bench_progress_counts_every_replay_and_quiet_prints_nothing(
+    tables: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from search.cli import main
+
+    domains = "near,far"
+    assert main(["bench", "select", "--tables", str(tables), "--domains", domains]) == 0
+    captured = capsys.readouterr()
+    # 2 domains x 3 scenarios x (2 seeds x (cold + warm) + 3 rules) replays, as plain lines on stderr
+    # (captured: not a terminal), the figures alone on stdout.
+    seeds = len(bench.load_grid("near", tables).seeds)
+    total = 2 * len(bench.SCENARIOS) * (2 * seeds + len(bench.RULES))
+    assert f"bench select {total}/{total} (100%)" in captured.err and "\x1b" not in captured.err
+    assert "bench select" not in captured.out and "== summary" in captured.out
+    assert main(["bench", "select", "--tables", str(tables), "--domains", domains, "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == captured.out
