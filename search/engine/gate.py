@@ -11,10 +11,15 @@ latency are known, and its constraints decided, before it takes a slot.
   parameters, costs, the reason; never in a front).
 - :func:`remeasure_fronts` (after the last trial): the fronts' members timed again in isolation.
 
-Wiring (the runner): ``latency = start_sweep_latency(config, out, sweep_id, any_context)``; per
-study ``searcher.set_gate(study_gate(config, context, latency), constraints, fill_values,
-StoreRejectSink(store_root, sweep_id, domain, sampler))``; after the last trial and before Ray
-shuts down, ``remeasure_fronts(fronts, contexts, latency, out)``.
+Wiring: the runner holds one :class:`SweepGate` (picklable: it travels inside the searcher's
+checkpoint). Before the experiment starts, :meth:`SweepGate.prepare` starts the latency profile
+(:func:`start_sweep_latency`) and builds every study's gate (:func:`study_gate`), so every
+architecture of the space is measured while nothing trains (a measurement started while trials
+hold the device would wait for them, and they for the driver). The searcher factory
+(:class:`search.engine.studies.SearcherFactory`) then calls :meth:`SweepGate.apply` on each
+study's searcher (``searcher.set_gate(costs, constraints, fill_values, StoreRejectSink(...))``).
+After the last trial and before Ray shuts down the runner calls :func:`remeasure_fronts`. A
+restored gate (resume) rebuilds itself lazily from the profile files: nothing is measured twice.
 
 Only the default model trial (``search.engine.model_trial:prepare``) has a model to account and
 measure; sweeps of other trial functions get no gate (their trials decide constraints themselves).
@@ -46,6 +51,9 @@ from search.engine.latency_profile import (
 __all__ = [
     "SweepLatency",
     "SweepCosts",
+    "SweepGate",
+    "fill_values",
+    "uses_latency_profile",
     "StoreRejectSink",
     "start_sweep_latency",
     "study_gate",
@@ -58,6 +66,12 @@ PARAM_METRICS = ("trainable_params", "total_params", "trainable_pct")
 
 def _model_trial(config: SweepConfig) -> bool:
     return config.trial.function == TrialSettings().function
+
+
+def uses_latency_profile(config: SweepConfig) -> bool:
+    """Whether the sweep's latency comes from the profile (the default model trial with
+    ``trial.latency_per_architecture``)."""
+    return config.trial.latency_per_architecture and _model_trial(config)
 
 
 @dataclass
@@ -73,7 +87,7 @@ class SweepLatency:
 def start_sweep_latency(config: SweepConfig, out: Path, sweep_id: str, context: Any) -> SweepLatency | None:
     """Profile + target + cache actor (module docstring); None when the sweep does not use them.
     ``context``: any study's ``TrialContext`` (the device is the sweep's, not the study's)."""
-    if not (config.trial.latency_per_architecture and _model_trial(config)):
+    if not uses_latency_profile(config):
         return None
     from search.engine.latency_cache import start_latency_cache
 
@@ -178,8 +192,17 @@ def study_gate(config: SweepConfig, context: Any, latency: SweepLatency | None) 
 class StoreRejectSink:
     """``reject_sink`` of the searcher: one ``infeasible`` row per rejected point (picklable)."""
 
-    def __init__(self, store_root: str, sweep_id: str, domain: str, sampler: str) -> None:
+    def __init__(
+        self,
+        store_root: str,
+        sweep_id: str,
+        domain: str,
+        sampler: str,
+        study: str | None = None,
+        model: str | None = None,
+    ) -> None:
         self.store_root, self.sweep_id, self.domain, self.sampler = store_root, sweep_id, domain, sampler
+        self.study, self.model = study, model
 
     def __call__(self, params: dict[str, Any], costs: dict[str, float], reason: str) -> None:
         from search.engine.callbacks import trial_row
@@ -203,8 +226,98 @@ class StoreRejectSink:
             sweep_id=self.sweep_id,
             domain=self.domain,
             sampler=self.sampler,
+            study=self.study,
+            model=self.model,
         )
         ResultStore(self.store_root).upsert_trials([row])
+
+
+def fill_values(config: SweepConfig) -> dict[str, float]:
+    """What a rejected point is told to Optuna for an objective only training gives (e.g. AP): the
+    objective's hypervolume reference when the config sets one, else 0 (AP's floor). Objectives
+    known before training (parameters, latency) are told with their real value."""
+    return {o.name: float(o.ref) if o.ref is not None else 0.0 for o in config.objectives if o.mode == "max"}
+
+
+class SweepGate:
+    """Every study's pre-training gate for one sweep (module docstring: wiring).
+
+    Holds only plain settings when pickled (a searcher checkpoint): the profile, the cache actor and
+    the studies' costs are rebuilt on first use in the restoring process."""
+
+    def __init__(
+        self,
+        config: SweepConfig,
+        out: Path,
+        sweep_id: str,
+        contexts: Mapping[str, Any],
+        store_root: str,
+        labels: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        self.config, self.out, self.sweep_id = config, Path(out), sweep_id
+        self.contexts = dict(contexts)
+        self.store_root = store_root
+        self.labels = dict(labels or {})  # study -> (domain name, model label)
+        self._latency: SweepLatency | None = None
+        self._started = False
+        self._costs: dict[str, SweepCosts | None] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update({"_latency": None, "_started": False, "_costs": {}})
+        return state
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is decided before training (the default model trial only)."""
+        return _model_trial(self.config) and (
+            bool(self.config.constraints) or self.config.trial.latency_per_architecture
+        )
+
+    def latency(self) -> SweepLatency | None:
+        """The sweep's latency profile, target and cache actor (started on first use)."""
+        if not self._started:
+            any_context = next(iter(self.contexts.values()))
+            self._latency = start_sweep_latency(self.config, self.out, self.sweep_id, any_context)
+            self._started = True
+        return self._latency
+
+    def costs(self, study: str) -> SweepCosts | None:
+        if study not in self._costs:
+            self._costs[study] = study_gate(self.config, self.contexts[study], self.latency())
+        return self._costs[study]
+
+    def prepare(self) -> None:
+        """Before the first trial: the profile started, every study's architectures measured."""
+        if self.active:
+            for name in self.contexts:
+                self.costs(name)
+
+    def apply(self, searcher: Any, study: str) -> None:
+        """Give ``searcher`` (a ``TruthfulOptunaSearch``) the study's gate."""
+        if not self.active or study not in self.contexts:
+            return
+        costs = self.costs(study)
+        if costs is None:
+            return
+        domain, model = self.labels.get(study, (str(self.contexts[study].domain.get("name", study)), None))
+        searcher.set_gate(
+            costs,
+            [c.model_dump() for c in self.config.constraints],
+            fill_values(self.config),
+            StoreRejectSink(self.store_root, self.sweep_id, domain, self.config.sampler.name, study, model),
+        )
+
+    def save_profile(self) -> None:
+        """Copy every profile entry the studies used into the sweep's own profile file."""
+        lat = self._latency
+        if lat is None:
+            return
+        used: set[str] = set()
+        for c in self._costs.values():
+            if c is not None and c.latency is not None:
+                used |= c.latency.used
+        lat.profile.save_sweep_copy(sorted(used))
 
 
 def remeasure_fronts(

@@ -139,6 +139,61 @@ def _prepare_output(config: SweepConfig, resume: bool) -> tuple[Path, str]:
     return out, sweep_id
 
 
+def study_contexts(config: SweepConfig, out: Path, sweep_id: str) -> dict[str, Any]:
+    """Every study's ``TrialContext`` (what its trials share)."""
+    from search.engine.trainable import TrialContext
+
+    constraints = [c.model_dump() for c in config.constraints]
+    return {
+        s.name: TrialContext(
+            sweep_id=sweep_id,
+            domain=s.domain.model_dump(),
+            model=s.model.model_dump(exclude={"label", "trials", "extra"}),
+            trial={**config.trial.model_dump(), "extra": {**config.trial.extra, **s.model.extra}},
+            constraints=constraints,
+            sampler=config.sampler.name,
+            work_dir=str(out / "work" / s.name),
+            store_root=store_root(config, out),
+            latency_cache=config.trial.latency_per_architecture,
+        )
+        for s in config.studies()
+    }
+
+
+def sweep_gate(config: SweepConfig, out: Path, sweep_id: str) -> Any:
+    """The sweep's :class:`search.engine.gate.SweepGate` (constraints and latency before a slot)."""
+    from search.engine.gate import SweepGate
+
+    labels = {s.name: (s.domain.name, s.label) for s in config.studies()}
+    return SweepGate(
+        config, out, sweep_id, study_contexts(config, out, sweep_id), store_root(config, out), labels
+    )
+
+
+def _check_latency_device(config: SweepConfig, address: str | None) -> bool:
+    """A named latency device must be offered by some node: checked before the output folder is
+    written (UserError otherwise). Returns whether this call started Ray."""
+    from search.engine.gate import uses_latency_profile
+    from search.engine.latency_profile import resolve_target
+
+    if not (config.trial.latency_device and uses_latency_profile(config)):
+        return False
+    started = ensure_ray(address)
+    try:
+        resolve_target(
+            config.trial.latency_device,
+            config.budget.gpus_per_trial > 0,
+            int(max(1, config.budget.cpus_per_trial)),
+        )
+    except UserError:
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise
+    return started
+
+
 def _tuner(
     config: SweepConfig,
     out: Path,
@@ -147,6 +202,7 @@ def _tuner(
     quiet: bool,
     wandb_live: bool,
     client_mode: bool,
+    gate: Any,
 ) -> Any:
     from ray import tune
 
@@ -161,25 +217,11 @@ def _tuner(
         StudySpec,
         run_study_trial,
     )
-    from search.engine.trainable import TrialContext
 
     studies = config.studies()
     constraints = [c.model_dump() for c in config.constraints]
     root = store_root(config, out)
-    contexts = {
-        s.name: TrialContext(
-            sweep_id=sweep_id,
-            domain=s.domain.model_dump(),
-            model=s.model.model_dump(exclude={"label", "trials", "extra"}),
-            trial={**config.trial.model_dump(), "extra": {**config.trial.extra, **s.model.extra}},
-            constraints=constraints,
-            sampler=config.sampler.name,
-            work_dir=str(out / "work" / s.name),
-            store_root=root,
-            latency_cache=config.trial.latency_per_architecture,
-        )
-        for s in studies
-    }
+    contexts = gate.contexts
     resources = {"cpu": config.budget.cpus_per_trial, "gpu": config.budget.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_study_trial, contexts=contexts), resources)
     storage = out / "tune"
@@ -220,6 +262,7 @@ def _tuner(
         constraints=constraints,
         initial_points=[dict(p) for p in config.sampler.initial_points],
         storage_url=optuna_storage_url(config, out),
+        gate=gate if gate.active else None,
     )
     searcher = StudyMux(
         specs,
@@ -347,6 +390,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     # Each trial checkpoints every report (so retries resume): keep Tune's snapshot warning quiet.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray_started = False if resume else _check_latency_device(config, address)
     out, sweep_id = _prepare_output(config, resume)
     client = _client_mode(address)
     wandb_logger = None
@@ -372,22 +416,31 @@ def run_sweep(
 
     stop_display = start_display(out, config, sweep_id, quiet)  # rows per study; quiet: Ray's logs off too
     try:
-        started = ensure_ray(address)
+        started = ensure_ray(address) or ray_started
         try:
+            from search.engine.latency_cache import save_latency_cache, start_latency_cache
+
             cache = None
             latency_file = out / "state" / "latency.json"
-            if config.trial.latency_per_architecture:
-                from search.engine.latency_cache import save_latency_cache, start_latency_cache
-
+            gate = sweep_gate(config, out, sweep_id)
+            # The latency profile (every architecture of the space measured in isolation on the
+            # target device) and each study's constraint gate, before any trial holds a device.
+            gate.prepare()
+            latency = gate.latency() if gate.active else None
+            if latency is not None:
+                cache = latency.actor
+            elif config.trial.latency_per_architecture:
                 cache = start_latency_cache(sweep_id, latency_file)
             # Tune's new output engine appends a reporter of its own after ours and gives only the
             # first one its start time: the other then crashes on a retried trial (Ray 2.60). The
             # legacy engine at verbose=0 prints nothing, and our ProgressCallback shows the rows.
             os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-            tuner = _tuner(config, out, sweep_id, resume, quiet, wandb_logger is not None, client)
+            tuner = _tuner(config, out, sweep_id, resume, quiet, wandb_logger is not None, client, gate)
             grid = tuner.fit()
             _reconcile(config, out, sweep_id, [grid[i] for i in range(len(grid))])
             _close_orphans(config, out, sweep_id)
+            if latency is not None:
+                _remeasure(config, out, gate, latency)
             if cache is not None:
                 import ray
 
@@ -407,6 +460,19 @@ def run_sweep(
             wandb_logger.close()
             deactivate(sweep_id)
     return SweepResult(out, sweep_id, *result, seconds=time.time() - t0)
+
+
+def _remeasure(config: SweepConfig, out: Path, gate: Any, latency: Any) -> None:
+    """The final fronts' members timed again in isolation (``OUT/latency_check.json``, for the
+    report); the profile entries the sweep used copied into its own profile file."""
+    from search.engine.gate import remeasure_fronts
+
+    gate.save_profile()
+    fronts = fronts_for(config, ResultStore(store_root(config, out)).trials())
+    try:
+        remeasure_fronts(fronts, gate.contexts, latency, out)
+    except Exception as exc:  # noqa: BLE001 - a failed check must not lose the sweep's results
+        logger.warning("re-measuring the fronts' latency failed: %s: %s", type(exc).__name__, exc)
 
 
 def _finish_sweep(

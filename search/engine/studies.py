@@ -127,6 +127,8 @@ class SearcherFactory:
     constraints: list[dict[str, Any]]
     initial_points: list[dict[str, Any]]
     storage_url: str
+    # search.engine.gate.SweepGate: constraints and latency decided before a slot (None: in trials)
+    gate: Any = None
 
     def study_name(self, spec: StudySpec) -> str:
         return f"{self.sweep_id}-{spec.name}"
@@ -135,6 +137,8 @@ class SearcherFactory:
         from search.engine.samplers import TruthfulOptunaSearch
         from search.engine.space import SearchSpace
 
+        # The searcher re-encodes the space for its sampler (flat for NSGA-II/GP, conditional with
+        # TPE's group decomposition; search.engine.samplers.encoding_for), as make_searcher does.
         searcher: Any = TruthfulOptunaSearch(
             space=SearchSpace(self.space),
             metric=list(self.metrics),
@@ -153,6 +157,8 @@ class SearcherFactory:
             sampler = self.make_sampler(self.seed + spec.index + 1_000_003 * done)
             searcher._ot_study.sampler = sampler
             searcher._sampler = sampler
+        if self.gate is not None:
+            self.gate.apply(searcher, spec.name)
         return searcher
 
     def make_sampler(self, seed: int) -> Any:

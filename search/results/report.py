@@ -20,7 +20,7 @@ import pandas as pd
 
 from search.results.pareto import FrontResult, hypervolume_history
 
-__all__ = ["write_report", "draw_domain", "draw_hv_history"]
+__all__ = ["write_report", "draw_domain", "draw_hv_history", "rejections"]
 
 
 def _mpl() -> Any:
@@ -99,6 +99,56 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v)) if v is not None else ""
 
 
+REJECTED_PREFIX = "rejected before training: "
+
+
+def rejections(trials: pd.DataFrame) -> tuple[int, dict[str, int]]:
+    """(points rejected before training, count per violated constraint) of a sweep's rows: the
+    searcher's gate (search.engine.gate) stores each as an ``infeasible`` row whose stop_reason
+    names the violations, e.g. ``trainable_pct=28.1 violates trainable_pct <= 10.0``."""
+    if not len(trials) or "stop_reason" not in trials:
+        return 0, {}
+    reasons = trials["stop_reason"].astype(str)
+    mask = reasons.str.startswith(REJECTED_PREFIX)
+    per: dict[str, int] = {}
+    for r in reasons[mask]:
+        for part in r[len(REJECTED_PREFIX) :].split("; "):
+            rule = part.split(" violates ", 1)[-1]  # the constraint, without the point's value
+            per[rule] = per.get(rule, 0) + 1
+    return int(mask.sum()), per
+
+
+def rejection_lines(trials: pd.DataFrame) -> list[str]:
+    n, per = rejections(trials)
+    if not n:
+        return []
+    why = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+    return [
+        f"<p>{n} points rejected before training (constraints decided from parameter accounting "
+        f"and the latency profile; no slot taken, not in the budget, never in a front). Violated: "
+        f"{why}.</p>"
+    ]
+
+
+def latency_check_lines(out: Path) -> list[str]:
+    """The final fronts' latency re-measured in isolation (``latency_check.json``), if present."""
+    import json
+
+    path = out / "latency_check.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    worst = data.get("max_abs_relative_difference")
+    n = len(data.get("members") or [])
+    if worst is None:
+        return []
+    return [
+        f"<p>Latency on {html.escape(str(data.get('device', '')))}: one figure per deployed "
+        f"architecture from the latency profile; the {n} front members re-measured in isolation "
+        f"after the sweep differ from it by at most {100 * float(worst):.1f} %.</p>"
+    ]
+
+
 def write_report(out: str | os.PathLike[str]) -> Path:
     """Write ``<out>/report/index.html`` (+ PNGs) for a sweep folder; return the HTML path."""
     from search.results.store import ResultStore
@@ -133,6 +183,8 @@ def write_report(out: str | os.PathLike[str]) -> Path:
     ]
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     parts.append("<p>Trials: " + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in counts.items()) + "</p>")
+    parts.extend(rejection_lines(trials))
+    parts.extend(latency_check_lines(o))
     histories: dict[str, list[float]] = {}
     for dom, fr in fronts.items():
         dtr = trials[trials[key] == dom]
