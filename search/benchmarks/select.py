@@ -42,6 +42,7 @@ from typing import Any
 
 from models.errors import UserError
 from models.progress import Progress
+from search.selection.halving import within_budgets
 
 __all__ = [
     "TABLES",
@@ -335,8 +336,13 @@ def replay_select(
     rungs: int = 3,
     eta: float = 2.0,
     strategy: str = "select",
+    seeds: int = 1,
 ) -> Outcome:
-    """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid."""
+    """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid.
+
+    ``seeds`` > 1 replays ``--seeds``: the finalists also run, at full length, the next
+    ``seeds - 1`` recorded seeds after ``seed`` (cyclically), and the decision is on their mean
+    (charged ``seeds - 1`` full runs per finalist)."""
     from search.selection.candidates import candidate_points
     from search.selection.decision import decide
     from search.selection.halving import HalvingSchedule, successive_halving
@@ -377,8 +383,13 @@ def replay_select(
         return out
 
     result = successive_halving([w.params for w in queue], schedule, run_rung, budgets=budgets)
-    cost = (result.cost_iterations, len(grid.rows) * grid.iterations)
     finals = [result.last_rows[i] for i in result.finalists]
+    extra = _extra_seed_rows(grid, finals, seed, seeds)
+    cost = (
+        result.cost_iterations + len(extra) * grid.iterations,
+        len(grid.rows) * grid.iterations,
+    )
+    finals += extra
     untrained = grid.untrained_ap.get(seed, math.nan)
     verdict = nothing_learned(finals, untrained_ap=untrained, noise=grid.ap_noise)
     if verdict is not None:
@@ -394,9 +405,9 @@ def replay_select(
             *cost,
             "nothing learned: " + verdict,
         )
-    decision = decide(finals, budgets)
-    params = decision.chosen.params if decision.chosen is not None else None
+    params, how = _deployed(decide(finals, budgets), budgets)
     ap, note = _truth(grid, params, budgets)
+    note = "; ".join(x for x in (how, note) if x)
     if missing:
         note = "; ".join(x for x in (note, f"not recorded, left out: {', '.join(missing)}") if x)
     return Outcome(
@@ -405,6 +416,69 @@ def replay_select(
         scenario.name,
         seed,
         _label(params) if params else None,
+        ap,
+        best["ap"],
+        _label(best),
+        *cost,
+        note,
+    )
+
+
+def _deployed(decision: Any, budgets: Any) -> tuple[dict[str, Any] | None, str]:
+    """What a user deploys after select: its choice; when it exits 3 (no method reaches the minimum
+    AP fraction within the budgets), the closest method it names if that one fits the parameter and
+    latency budgets (it misses only the AP floor, which the bench's truth does not impose: best
+    feasible = best AP within the budgets), else nothing."""
+    if decision.chosen is not None:
+        return dict(decision.chosen.params), ""
+    c = decision.closest
+    if c is not None and within_budgets(
+        {"trainable_pct": c.trainable_pct, "latency_ms": c.latency_ms}, budgets
+    ):
+        return dict(c.params), "exit 3, its closest"
+    return None, ""
+
+
+def _extra_seed_rows(
+    grid: DomainGrid, finals: Sequence[Mapping[str, Any]], seed: int, seeds: int
+) -> list[dict[str, Any]]:
+    """The finalists' rows at the final iteration for the ``seeds - 1`` recorded seeds after
+    ``seed`` (cyclically): what ``peftsweep select --seeds`` trains after the halving."""
+    if seeds <= 1 or seed not in grid.seeds:
+        return []
+    at = grid.seeds.index(seed)
+    others = [grid.seeds[(at + k) % len(grid.seeds)] for k in range(1, min(seeds, len(grid.seeds)))]
+    out = []
+    for row in finals:
+        for s in others:
+            ap = grid.curves.get((grid_key(row), s), {}).get(grid.iterations, math.nan)
+            out.append({**row, "seed": s, "ap": ap, "status": "completed" if math.isfinite(ap) else "failed"})
+    return out
+
+
+def one_seed_grid(grid: DomainGrid, seed: int, scenario: Scenario) -> Outcome:
+    """Reference, not a strategy: every grid configuration trained to the end with seed ``seed``
+    (the whole grid's compute) and the same decision rule on those APs. Its regret is what the
+    seed-to-seed noise alone costs a one-seed pick: a pilot on one seed cannot expect to do better."""
+    from search.selection.decision import decide
+
+    budgets = scenario.budgets(grid)
+    best = best_feasible(grid, budgets)
+    rows = []
+    for r in grid.rows:
+        ap = grid.curves.get((grid_key(r), seed), {}).get(grid.iterations, math.nan)
+        rows.append({**r, "ap": ap, "status": "completed" if math.isfinite(ap) else "failed"})
+    params, how = _deployed(decide(rows, budgets), budgets)
+    ap, note = _truth(grid, params, budgets)
+    note = "; ".join(x for x in (how, note) if x)
+    cost = (len(grid.rows) * grid.iterations, len(grid.rows) * grid.iterations)
+    label = _label(params) if params else None
+    return Outcome(
+        "(1-seed whole grid)",
+        grid.domain,
+        scenario.name,
+        seed,
+        label,
         ap,
         best["ap"],
         _label(best),
@@ -451,6 +525,7 @@ def run_bench(
     eta: float = 2.0,
     neighbours: int = 2,
     progress: Progress | None = None,
+    seeds: int = 2,
 ) -> dict[str, Any]:
     """Every outcome (select cold and warm, rules) on every domain, scenario and seed;
     ``progress`` (``models.progress.Progress``) counts the replays, domain and scenario as text."""
@@ -458,7 +533,12 @@ def run_bench(
     have = (Path(tables) / "select_domains.json").is_file()
     distances = load_distances(tables) if have or len(grids) > 1 else {}
     outcomes: list[Outcome] = []
-    per_seed = 2 if len(grids) > 1 else 1  # cold, and warm when there are other domains
+    # Per pilot seed: select cold (and warm when there are other domains), each with one seed and,
+    # with ``seeds`` > 1, with the finalists' extra seeds; plus the one-seed whole-grid reference.
+    variants = [("select", False, 1)] + ([("select + warm", True, 1)] if len(grids) > 1 else [])
+    if seeds > 1:
+        variants += [(f"{name}, {seeds} seeds", w, seeds) for name, w, _ in variants]
+    per_seed = len(variants) + 1
     total = sum(len(SCENARIOS) * (per_seed * len(g.seeds) + len(RULES)) for g in grids.values())
     if progress is not None:
         progress.add("bench", "bench select", total)
@@ -469,11 +549,14 @@ def run_bench(
             budgets = sc.budgets(grid)
             warm = warm_points(d, grids, distances, budgets, neighbours) if len(grids) > 1 else []
             for s in grid.seeds:
-                outcomes.append(replay_select(grid, s, sc, rungs=rungs, eta=eta))
-                if warm:
+                for name, use_warm, k in variants:
                     outcomes.append(
-                        replay_select(grid, s, sc, warm=warm, rungs=rungs, eta=eta, strategy="select + warm")
-                    )
+                        replay_select(
+                            grid, s, sc, warm=warm if use_warm else (), rungs=rungs, eta=eta, strategy=name,
+                            seeds=k,
+                        )
+                    )  # fmt: skip
+                outcomes.append(one_seed_grid(grid, s, sc))
                 if progress is not None:
                     progress.update("bench", advance=per_seed)
             for rule in RULES:
@@ -628,6 +711,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rungs", type=int, default=3, help="successive-halving rungs (default: %(default)s)"
     )
     parser.add_argument("--eta", type=float, default=2.0, help="keep 1/eta per rung (default: %(default)s)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=2,
+        help="also replay select --seeds N: finalists with N recorded seeds (1: off; default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the machine-readable result")
     parser.add_argument("--quiet", action="store_true", help="no progress display (figures only)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the printed figures here")
@@ -637,7 +726,9 @@ def main(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in str(args.domains).split(",") if d.strip()]
     # Progress on stderr (stdout is the figures or the JSON): a bar on a terminal, else lines.
     with Progress("off" if getattr(args, "quiet", False) else "auto") as progress:
-        res = run_bench(args.tables, domains, rungs=args.rungs, eta=args.eta, progress=progress)
+        res = run_bench(
+            args.tables, domains, rungs=args.rungs, eta=args.eta, progress=progress, seeds=args.seeds
+        )
     if args.json:
         print(json.dumps(res, indent=1, default=str))
         return 0

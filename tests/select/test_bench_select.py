@@ -178,12 +178,60 @@ def test_bench_progress_counts_every_replay_and_quiet_prints_nothing(
     domains = "near,far"
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains]) == 0
     captured = capsys.readouterr()
-    # 2 domains x 3 scenarios x (2 seeds x (cold + warm) + 3 rules) replays, as plain lines on stderr
-    # (captured: not a terminal), the figures alone on stdout.
+    # 2 domains x 3 scenarios x (seeds x (cold, warm, cold 2 seeds, warm 2 seeds, 1-seed reference)
+    # + 3 rules) replays, as plain lines on stderr (captured: not a terminal), figures on stdout.
     seeds = len(bench.load_grid("near", tables).seeds)
-    total = 2 * len(bench.SCENARIOS) * (2 * seeds + len(bench.RULES))
+    total = 2 * len(bench.SCENARIOS) * (5 * seeds + len(bench.RULES))
     assert f"bench select {total}/{total} (100%)" in captured.err and "\x1b" not in captured.err
     assert "bench select" not in captured.out and "== summary" in captured.out
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains, "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and quiet.out == captured.out
+
+
+def _two_seed_domain(tables: Path) -> bench.DomainGrid:
+    """'near' as seed 0; seed 1 the same except adapters x3 ends at 15.0 (its mean: 18.75)."""
+    write_domain(tables, "twoseed", {**NEAR, "adapter:3": (18.75, 6.4, 12.4)}, untrained=2.0)
+    path = tables / "select_twoseed.curves.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r["method"] == "adapter" and r["adapter_repetitions"] == "3":
+            r["ap"] = str(22.5 * FRACTION[int(r["iteration"])])  # seed 0 as in 'near'
+    seed1 = [{**r, "seed": "1"} for r in rows]
+    for r in seed1:
+        if r["method"] == "adapter" and r["adapter_repetitions"] == "3" and r["iteration"] == "80":
+            r["ap"] = "15.0"
+    _write(path, rows + seed1)
+    return bench.load_grid("twoseed", tables)
+
+
+def test_extra_seeds_decide_on_the_mean_and_are_charged(tmp_path: Path) -> None:
+    grid = _two_seed_domain(tmp_path)
+    free = bench.Scenario("no budget")
+    one = bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR])
+    # One seed: finalists full head (23.0) and adapters x3 (22.5 >= 0.9 x 23): the cheaper, x3,
+    # whose true (mean) AP is 18.75.
+    assert one.picked == "adapter x3 lr 0.003" and one.regret == pytest.approx(23.0 - 18.75)
+    two = bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR], seeds=2)
+    # Two seeds: x3 averages (22.5 + 15) / 2 = 18.75 < 20.7, so the full head; 240 + 2 x 80 iterations.
+    assert two.picked == "full_head lr 0.003" and two.regret == 0.0
+    assert two.cost_iterations == 240 + 2 * 80 and one.cost_iterations == 240
+    # Seed 1's pilot takes seed 0 as its extra seed (cyclically): the same mean, the same pick.
+    assert bench.replay_select(grid, 1, free, pilot=PILOT, lrs=[LR], seeds=2).picked == "full_head lr 0.003"
+
+
+def test_one_seed_whole_grid_reference_and_exit_3_closest(tmp_path: Path) -> None:
+    grid = _two_seed_domain(tmp_path)
+    ref = bench.one_seed_grid(grid, 0, bench.Scenario("no budget"))
+    # Seed 0's final APs of all 6 configurations, the same rule: LoRA r8 (21 >= 0.9 x 23, the
+    # cheapest such), which the halving pilot never took to the last rung; the whole grid's compute.
+    assert ref.picked == "lora r8 lr 0.003" and ref.compute_pct == 100.0
+    assert ref.regret == pytest.approx(2.0)
+    five = bench.one_seed_grid(grid, 0, bench.Scenario("params <= 5 %", param_budget_pct=5.0))
+    assert five.picked == "lora r8 lr 0.003" and five.note == ""
+    # Within 4 %: only LoRA r4 (20.0 < 20.7) and class+mask: select exits 3 naming the closest,
+    # LoRA r4, which fits the budget -- the method a user deploys, scored as such.
+    four = bench.one_seed_grid(grid, 0, bench.Scenario("params <= 4 %", param_budget_pct=4.0))
+    assert four.picked == "lora r4 lr 0.003" and four.note == "exit 3, its closest"
+    assert four.best_ap == 20.0 and four.regret == 0.0
