@@ -204,6 +204,14 @@ class ProgressCallback(_TuneReporter):
         # Tune's reporter would print (and, set up without a start time, crash) on a retried trial.
         self._refresh(trial)
 
+    def on_checkpoint(
+        self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any
+    ) -> None:
+        # Tune's reporter compares against a class-level None here and raises; Tune calls
+        # callbacks *before* registering the checkpoint, so that error silently dropped every
+        # checkpoint and a retried trial restarted from iteration 0.
+        pass
+
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._refresh(None, force=True)
 

@@ -17,11 +17,6 @@ from cluster_helpers import Drivers, probes, sweep_config, trials_table, wait_fo
 
 from search.cluster.local import LocalCluster
 
-# Known regression (2026-11-30): since the one-Tune-run multi-study engine, a trial retried after its
-# worker died can restart from iteration 0 instead of its last checkpoint (see the session's note).
-RETRY_FROM_ZERO = "retried trial may restart from iteration 0 (known regression, under investigation)"
-
-
 pytestmark = pytest.mark.slow
 
 
@@ -87,7 +82,6 @@ def test_sweep_spreads_over_gpu_workers_and_retries_failing_trials(
         assert _max_overlap(list(zip(rows["started_at"], rows["finished_at"]))) <= 2
 
 
-@pytest.mark.xfail(reason=RETRY_FROM_ZERO, strict=False)
 def test_worker_node_killed_mid_sweep_every_trial_completes_once(
     cluster: LocalCluster, drivers, tmp_path: Path
 ):
@@ -123,7 +117,6 @@ def test_worker_node_killed_mid_sweep_every_trial_completes_once(
         cluster.add_worker(victim.spec)
 
 
-@pytest.mark.xfail(reason=RETRY_FROM_ZERO, strict=False)
 def test_driver_killed_then_resume_completes_the_sweep(cluster: LocalCluster, drivers, tmp_path: Path):
     cfg = sweep_config(tmp_path, trials=6, iterations=6, sleep=0.4)
     proc = drivers.start("launch", str(cfg), log="launch.log")

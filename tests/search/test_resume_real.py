@@ -23,11 +23,6 @@ import yaml
 
 from search.results.store import ResultStore
 
-# Known regression (2026-11-30): since the one-Tune-run multi-study engine, a trial retried after its
-# worker died can restart from iteration 0 instead of its last checkpoint (see the session's note).
-RETRY_FROM_ZERO = "retried trial may restart from iteration 0 (known regression, under investigation)"
-
-
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
@@ -157,7 +152,6 @@ def _check_resumed(tmp: Path, out: Path, first_pid: int) -> None:
     assert row["ap"] == ref["ap"] and row["ap50"] == ref["ap50"]
 
 
-@pytest.mark.xfail(reason=RETRY_FROM_ZERO, strict=False)
 def test_worker_killed_mid_trial_continues_from_its_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(_config(out)))
@@ -180,7 +174,6 @@ def test_worker_killed_mid_trial_continues_from_its_checkpoint(tmp_path: Path) -
     _check_resumed(tmp_path, out, pid)
 
 
-@pytest.mark.xfail(reason=RETRY_FROM_ZERO, strict=False)
 def test_driver_killed_mid_trial_resumes_from_the_trial_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(_config(out)))
