@@ -177,6 +177,16 @@ CASES: dict[str, Case] = {
         r".*sweep\.yaml: constraints\[0\]\.op",
         (),
     ),
+    "yaml-constraint-metric": Case(
+        _yaml({**OK, "constraints": [{"metric": "speed", "op": "<=", "value": 5}]}),
+        r".*sweep\.yaml: constraints\[0\]\.metric",
+        ("speed", "allowed"),
+    ),
+    "run-latency-device-unknown": Case(
+        _yaml({**OK, "trial": {"latency_per_architecture": True, "latency_device": "latency_nowhere"}}),
+        r"trial\.latency_device",
+        ("no node offers Ray resource 'latency_nowhere'",),
+    ),
     "yaml-sampler": Case(
         _yaml({**OK, "sampler": {"name": "grid"}}), r".*sweep\.yaml: sampler\.name", ("grid",)
     ),

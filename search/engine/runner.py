@@ -170,15 +170,17 @@ def sweep_gate(config: SweepConfig, out: Path, sweep_id: str) -> Any:
     )
 
 
-def _check_latency_device(config: SweepConfig, address: str | None) -> bool:
+def _check_latency_device(config: SweepConfig, address: str | None, quiet: bool) -> bool:
     """A named latency device must be offered by some node: checked before the output folder is
     written (UserError otherwise). Returns whether this call started Ray."""
     from search.engine.gate import uses_latency_profile
     from search.engine.latency_profile import resolve_target
+    from search.engine.progress import quiet_libraries
 
     if not (config.trial.latency_device and uses_latency_profile(config)):
         return False
-    started = ensure_ray(address)
+    with quiet_libraries(quiet):  # Ray's start-up lines (the sweep's display is not up yet)
+        started = ensure_ray(address)
     try:
         resolve_target(
             config.trial.latency_device,
@@ -390,7 +392,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     # Each trial checkpoints every report (so retries resume): keep Tune's snapshot warning quiet.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray_started = False if resume else _check_latency_device(config, address)
+    ray_started = False if resume else _check_latency_device(config, address, quiet)
     out, sweep_id = _prepare_output(config, resume)
     client = _client_mode(address)
     wandb_logger = None
