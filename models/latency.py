@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -138,11 +138,13 @@ def measure_latency_interleaved(
     device: Any = "cpu",
     warmup: int = 3,
     runs: int = 10,
+    on_pass: Callable[[], None] | None = None,
 ) -> dict[str, LatencyResult]:
     """:func:`measure_latency` for several models, timed round-robin (one pass of each per round).
 
     Interleaving makes ratios between models robust to load that drifts during the measurement
-    (shared CPUs, GPU clocks), which timing one model after the other is not.
+    (shared CPUs, GPU clocks), which timing one model after the other is not. ``on_pass`` is
+    called after every pass, warm-up included (a progress display; outside the timed region).
     """
     import torch
 
@@ -164,11 +166,15 @@ def measure_latency_interleaved(
             for _ in range(warmup):
                 for m in models.values():
                     m(batch)
+                    if on_pass is not None:
+                        on_pass()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             for _ in range(runs):
                 for name, m in models.items():
                     times[name].append(_time_one(m, batch, dev))
+                    if on_pass is not None:
+                        on_pass()
     finally:
         for name, m in models.items():
             m.train(flags[name])

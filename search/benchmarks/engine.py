@@ -34,7 +34,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.progress import Progress
 
 __all__ = [
     "EngineBenchSettings",
@@ -43,6 +46,7 @@ __all__ = [
     "prepare",
     "SleepTrial",
     "busy_fraction",
+    "progress_totals",
 ]
 
 TABLE = Path(__file__).resolve().parent / "tables" / "recorded_trials.csv"
@@ -173,19 +177,22 @@ def _study_pairs(n: int) -> list[tuple[str, str]]:
     return pairs[:n]
 
 
-def _cluster_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
+def _cluster_part(s: EngineBenchSettings, work: Path, progress: Progress) -> dict[str, Any]:
     import ray
 
+    from search.engine.progress import quiet_libraries
     from search.engine.runner import run_sweep
     from search.results.store import ResultStore
 
-    ray.init(
-        address="local",
-        num_cpus=max(2, s.slots),  # logical: trials ask for 0.01 CPU each
-        num_gpus=s.slots,  # the simulated GPUs
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    # Ray's start-up lines would tear the progress display and are not the benchmark's output.
+    with quiet_libraries(True):
+        ray.init(
+            address="local",
+            num_cpus=max(2, s.slots),  # logical: trials ask for 0.01 CPU each
+            num_gpus=s.slots,  # the simulated GPUs
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     out: dict[str, Any] = {}
     try:
         pairs = _study_pairs(s.studies)
@@ -200,6 +207,7 @@ def _cluster_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
         res = run_sweep(_sweep_config(s, work / "all", pairs, s.trials), quiet=True, report=False)
         t1 = time.time()
         df = ResultStore(res.output_dir / "results").trials()
+        progress.update("cluster", advance=len(df), info="one after another")
         out["together"] = {
             "wall_s": t1 - t0,
             "trials": len(df),
@@ -214,6 +222,7 @@ def _cluster_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
             r = run_sweep(_sweep_config(s, work / f"seq{i}", [pair], s.trials), quiet=True, report=False)
             b = time.time()
             d = ResultStore(r.output_dir / "results").trials()
+            progress.update("cluster", advance=len(d))
             walls += b - a
             inside += (
                 busy_fraction(list(d.started_at), list(d.finished_at), s.slots, a, b) * s.slots * (b - a)
@@ -238,7 +247,7 @@ class _FakeTrial:
         return None
 
 
-def _overhead_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
+def _overhead_part(s: EngineBenchSettings, work: Path, progress: Progress) -> dict[str, Any]:
     """Mux + store callbacks driven for N trials without Ray; seconds per event."""
     from search.engine.callbacks import StoreCallback
     from search.engine.studies import SearcherFactory, StudyCallbacks, StudyMux, StudySpec
@@ -292,6 +301,7 @@ def _overhead_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
         cbs.on_trial_complete(0, [], trial)
         window.append((time.perf_counter() - a) / 6)  # six driver events per trial
         events += 6
+        progress.update("overhead", advance=1)  # outside the timed window
         if i in checkpoints:
             out[str(i)] = {
                 "mean_ms_per_event_last_100": 1000 * statistics.fmean(window[-100:]),
@@ -302,7 +312,7 @@ def _overhead_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
     return out
 
 
-def _store_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
+def _store_part(s: EngineBenchSettings, work: Path, progress: Progress) -> dict[str, Any]:
     from search.results.store import ResultStore
 
     out: dict[str, Any] = {}
@@ -311,11 +321,13 @@ def _store_part(s: EngineBenchSettings, work: Path) -> dict[str, Any]:
         rows = [{"trial_id": f"r{i}", "status": "completed", "ap": 0.5, "method": "lora"} for i in range(n)]
         for k in range(0, n, 100):  # as a sweep fills it: many small parts, compacted as they pile up
             st.upsert_trials(rows[k : k + 100])
+            progress.update("store", advance=1, info=f"{n} rows")
         times = []
         for w in range(s.writes):
             a = time.perf_counter()
             st.upsert_trials([{"trial_id": f"r{w}", "status": "completed", "ap": 0.6}])
             times.append(time.perf_counter() - a)
+            progress.update("store", advance=1)
         a = time.perf_counter()
         got = len(st.trials())
         read = time.perf_counter() - a
@@ -357,18 +369,38 @@ def _fronts_part(s: EngineBenchSettings) -> dict[str, Any]:
     return {"seconds": secs, "studies": len(fronts), "front_sizes": [len(f.front) for f in fronts.values()]}
 
 
-def run_engine_bench(s: EngineBenchSettings) -> dict[str, Any]:
+def progress_totals(s: EngineBenchSettings) -> dict[str, int]:
+    """Units of each part's progress row: store upserts, overhead trials, trials run on the cluster."""
+    totals = {
+        "store": sum(math.ceil(n / 100) + s.writes for n in s.store_rows),
+        "overhead": max(s.overhead_trials),
+    }
+    if not s.skip_cluster:
+        totals["cluster"] = s.seeds * 2 * s.studies * s.trials  # all at once, then one after another
+    return totals
+
+
+def run_engine_bench(s: EngineBenchSettings, progress: Progress | None = None) -> dict[str, Any]:
+    """All parts of the benchmark; ``progress`` (default: none shown) gets one row per part."""
     import platform
 
+    from models.progress import Progress
+
+    progress = progress if progress is not None else Progress("off")
     work = Path(s.workdir) if s.workdir else Path(tempfile.mkdtemp(prefix="peftsweep-bench-engine-"))
     result: dict[str, Any] = {"settings": {k: v for k, v in vars(s).items()}, "machine": _machine()}
     result["python"] = platform.python_version()
+    totals = progress_totals(s)
+    labels = {"store": "store writes", "overhead": "driver overhead, trials", "cluster": "cluster, trials"}
+    for key, total in totals.items():
+        progress.add(key, f"bench engine: {labels[key]}", total=total)
     result["fronts"] = _fronts_part(s)
-    result["store"] = _store_part(s, work)
-    result["overhead"] = _overhead_part(s, work)
+    result["store"] = _store_part(s, work, progress)
+    result["overhead"] = _overhead_part(s, work, progress)
     if not s.skip_cluster:
         result["cluster"] = [
-            _cluster_part(dataclasses.replace(s, seed=s.seed + k), work / f"seed{k}") for k in range(s.seeds)
+            _cluster_part(dataclasses.replace(s, seed=s.seed + k), work / f"seed{k}", progress)
+            for k in range(s.seeds)
         ]
     return result
 
@@ -449,17 +481,45 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--seeds", type=int, default=d.seeds, help="simulated sweeps (sampler seeds)")
     parser.add_argument("--skip-cluster", action="store_true", help="only driver, store and front figures")
+    parser.add_argument(
+        "--overhead-trials",
+        default=",".join(map(str, d.overhead_trials)),
+        help="driver overhead measured at these trial counts (comma list)",
+    )
+    parser.add_argument(
+        "--store-rows", default=",".join(map(str, d.store_rows)), help="store sizes (comma list of rows)"
+    )
+    parser.add_argument("--writes", type=int, default=d.writes, help="timed upserts per store size")
+    parser.add_argument("--front-trials", type=int, default=d.front_trials, help="trials of the fronts part")
+    parser.add_argument("--quiet", action="store_true", help="no progress: only the figures")
     parser.add_argument("--out", default=None, help="folder for engine.json and engine.txt")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+
+
+def _counts(text: str, flag: str) -> tuple[int, ...]:
+    """``"100,1000"`` -> ``(100, 1000)``; positive integers only."""
+    from models.errors import UserError
+
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise UserError(f"{flag}: a comma list of positive integers, got {text!r}")
+    return values
 
 
 def main(args: Any) -> int:
     import json
 
     from models.errors import UserError
+    from models.progress import Progress
+    from search.engine.progress import quiet_libraries
 
     if min(args.studies, args.trials, args.slots, args.seeds) < 1 or args.time_scale <= 0:
         raise UserError("--studies, --trials, --slots, --seeds and --time-scale must be positive")
+    if args.writes < 1 or args.front_trials < 1:
+        raise UserError("--writes and --front-trials must be positive")
     s = EngineBenchSettings(
         studies=args.studies,
         trials=args.trials,
@@ -467,8 +527,15 @@ def main(args: Any) -> int:
         time_scale=args.time_scale,
         seeds=args.seeds,
         skip_cluster=args.skip_cluster,
+        overhead_trials=_counts(args.overhead_trials, "--overhead-trials"),
+        store_rows=_counts(args.store_rows, "--store-rows"),
+        writes=args.writes,
+        front_trials=args.front_trials,
     )
-    result = run_engine_bench(s)
+    # Progress on stderr, one row per part; stdout is the figures. Ray's and Optuna's log lines
+    # (a "new study created" per simulated study) are not the benchmark's output: never shown.
+    with Progress("off" if args.quiet else "auto") as progress, quiet_libraries(True):
+        result = run_engine_bench(s, progress)
     text = format_report(result)
     if args.out:
         out = Path(args.out)

@@ -74,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=285.0,
         help="--gpu-check: total time budget in seconds (default 285)",
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress: only the table")
 
 
 def _device_name(device: Any) -> str:
@@ -165,8 +166,28 @@ def _fwd_bwd(fn: Callable[[], Any], leaves: list[Any]) -> Callable[[], Any]:
     return run
 
 
+def _no_tick(label: str) -> None:
+    return None
+
+
+def _paths(level: str, device: Any, triton: bool) -> int:
+    """How many paths a level times (the progress total; the lists are built in the bench functions)."""
+    from kernels.native import native_available
+
+    native = int(native_available(device.type))
+    return 1 + native + (int(triton) if level == "msda" else 2 * int(triton))
+
+
 def _bench_msda(
-    case: str, n: int, lq: int, levels: list, dtype: Any, device: Any, opts: dict, triton: bool
+    case: str,
+    n: int,
+    lq: int,
+    levels: list,
+    dtype: Any,
+    device: Any,
+    opts: dict,
+    triton: bool,
+    tick: Callable[[str], None] = _no_tick,
 ) -> list[dict]:
     import torch
 
@@ -201,6 +222,7 @@ def _bench_msda(
                         return call()
 
             ms = _time_ms(timed, device, opts["warmup"], opts["iters"])
+            tick(f"msda {case} {path} {phase}")
             nbytes = _msda_bytes(n, s, lq, 8, 32, len(levels) * 4, elem, backward)
             rows.append(
                 {
@@ -217,7 +239,14 @@ def _bench_msda(
 
 
 def _bench_module(
-    case: str, n: int, lq: int, levels: list, device: Any, opts: dict, triton: bool
+    case: str,
+    n: int,
+    lq: int,
+    levels: list,
+    device: Any,
+    opts: dict,
+    triton: bool,
+    tick: Callable[[str], None] = _no_tick,
 ) -> list[dict]:
     import torch
 
@@ -285,6 +314,7 @@ def _bench_module(
                         return fn()
 
             ms = _time_ms(timed, device, opts["warmup"], opts["iters"])
+            tick(f"module {case} {path} {phase}")
             rows.append({"level": "module", "case": case, "path": path, "phase": phase, "ms": ms})
     return rows
 
@@ -372,13 +402,25 @@ def main(args: argparse.Namespace) -> int:
         f"{args.dtype}; warmup {warmup}, iters {iters}"
     )
 
+    from models.progress import Progress
+
     rows: list[dict] = []
-    for case in cases:
-        lq = tokens if case == "encoder" else DECODER_QUERIES
-        if args.levels in ("msda", "both"):
-            rows += _bench_msda(case, args.batch, lq, levels, dtype, device, opts, triton=use_cuda)
-        if args.levels in ("module", "both"):
-            rows += _bench_module(case, args.batch, lq, levels, device, opts, triton=use_cuda)
+    kinds = [k for k in ("msda", "module") if args.levels in (k, "both")]
+    phases = 1 if args.no_backward else 2
+    total = len(cases) * phases * sum(_paths(k, device, use_cuda) for k in kinds)
+    # Progress on stderr (stdout is the table): one unit per timed (case, level, path, phase).
+    with Progress("off" if getattr(args, "quiet", False) else "auto") as progress:
+        progress.add("kernel", "bench kernel", total=total)
+
+        def tick(label: str) -> None:
+            progress.update("kernel", advance=1, info=label)
+
+        for case in cases:
+            lq = tokens if case == "encoder" else DECODER_QUERIES
+            if "msda" in kinds:
+                rows += _bench_msda(case, args.batch, lq, levels, dtype, device, opts, use_cuda, tick)
+            if "module" in kinds:
+                rows += _bench_module(case, args.batch, lq, levels, device, opts, use_cuda, tick)
     peak = _peak(name) if use_cuda else None
     for r in rows:
         if "gbs" in r and peak:

@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-repetitions", type=int, default=4, help="adapters x1..xN")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch (default: torch's, one per core); 1 on a shared machine, where "
+        "threads that wait for each other on busy cores make every pass many times slower",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress: only the table")
+    parser.add_argument(
         "--json", dest="json_out", default=None, help="also write the table to this json file"
     )
 
@@ -69,13 +77,31 @@ def main(args: argparse.Namespace) -> int:
     """
     import torch
 
-    import models
     from models.errors import UserError
-    from models.peft import apply_method, build_method_config
 
     dev = _resolve_device(args.device)
     if args.runs < 1 or args.warmup < 0 or args.max_repetitions < 0:
         raise UserError("--runs must be >= 1, --warmup and --max-repetitions >= 0")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads: must be >= 1, got {threads}")
+    previous = torch.get_num_threads()
+    try:  # the thread count is the process's: restored for callers that go on (tests)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _measure(args, dev)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _measure(args: argparse.Namespace, dev: Any) -> int:
+    import torch
+
+    import models
+    from models.errors import UserError
+    from models.peft import apply_method, build_method_config
+    from models.progress import Progress
+
     torch.manual_seed(0)
     base = models.build_model(args.model, args.num_classes)
     with torch.no_grad():
@@ -100,15 +126,29 @@ def main(args: argparse.Namespace) -> int:
     variants += [(f"adapter x{k}", "adapter", {"repetitions": k}) for k in range(1, args.max_repetitions + 1)]
     base_state = base.state_dict()
     deployed: dict[str, Any] = {}
-    for label, method, params in variants:
-        if not method:
-            deployed[label] = base.eval()
-            continue
-        model = models.build_model(args.model, args.num_classes)
-        model.load_state_dict(base_state)
-        apply_method(model, build_method_config(method, **params))
-        deployed[label] = deployed_copy(model)
-    results = measure_latency_interleaved(deployed, size, dev, warmup=args.warmup, runs=args.runs)
+    # Progress on stderr (stdout is the table): models built, then every pass (warm-up included).
+    passes = len(variants) * (args.warmup + args.runs)
+    with Progress("off" if getattr(args, "quiet", False) else "auto") as progress:
+        progress.add("build", "bench latency: build", total=len(variants))
+        for label, method, params in variants:
+            progress.update("build", info=label)
+            if method:
+                model = models.build_model(args.model, args.num_classes)
+                model.load_state_dict(base_state)
+                apply_method(model, build_method_config(method, **params))
+                deployed[label] = deployed_copy(model)
+            else:
+                deployed[label] = base.eval()
+            progress.update("build", advance=1)
+        progress.add("passes", f"bench latency: passes of {len(variants)} models", total=passes)
+        results = measure_latency_interleaved(
+            deployed,
+            size,
+            dev,
+            warmup=args.warmup,
+            runs=args.runs,
+            on_pass=lambda: progress.update("passes", advance=1),
+        )
     rows: list[dict[str, Any]] = [{"variant": label, **results[label].to_dict()} for label, _, _ in variants]
     base_ms = rows[0]["median_ms"]
     print(f"latency, {args.model}, {size}x{size}, batch 1, {rows[0]['device']}, median of {args.runs}")
