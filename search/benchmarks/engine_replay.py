@@ -48,7 +48,14 @@ from search.benchmarks.recorded import (
 )
 from search.benchmarks.replay_trial import ReplayContext, config_key, replay_trial
 
-__all__ = ["CurveTable", "ReplayRun", "load_curve_table", "run_replay", "run_engine_bench"]
+__all__ = [
+    "CurveTable",
+    "ReplayRun",
+    "load_curve_table",
+    "run_replay",
+    "run_engine_bench",
+    "engine_runs_per_table",
+]
 
 _NAMES = [n for n, _ in OBJECTIVES]
 _MODES = [m for _, m in OBJECTIVES]
@@ -241,6 +248,16 @@ def _hv(values: np.ndarray, ref: Sequence[float]) -> float:
     return hypervolume(to_min(values[ok], _MODES), to_min(np.array([ref]), _MODES)[0])
 
 
+def engine_runs_per_table(
+    table_path: str | Path, samplers: Sequence[str], seeds: int, compare_stopping: str | None = "tpe"
+) -> int:
+    """How many replayed sweeps :func:`run_engine_bench` runs on one table (for a progress total)."""
+    extra = 0
+    if compare_stopping and load_curve_table(table_path).has_curves:
+        extra = seeds * (1 if compare_stopping in samplers else 2)
+    return len(samplers) * seeds + extra
+
+
 def run_engine_bench(
     table_path: str | Path,
     samplers: Sequence[str] = ("tpe", "nsga2", "random"),
@@ -250,8 +267,10 @@ def run_engine_bench(
     concurrency: int = 4,
     compare_stopping: str | None = "tpe",
     seconds_per_iteration: float = 0.002,
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """Every sampler x seed through the engine; figures as in the module docstring."""
+    """Every sampler x seed through the engine; figures as in the module docstring. ``progress``
+    (``models.progress.Progress`` with a task ``bench``) advances once per replayed sweep."""
     ct = load_curve_table(table_path)
     grid_vals = ct.table.completed()
     ref = sweep_reference(grid_vals)
@@ -273,18 +292,24 @@ def run_engine_bench(
     es = ct.has_curves
 
     def one(name: str, stop: bool) -> dict[str, Any]:
-        runs = [
-            run_replay(
-                ct,
-                name,
-                s,
-                budget,
-                concurrency=concurrency,
-                early_stopping=stop,
-                seconds_per_iteration=seconds_per_iteration,
+        runs = []
+        for s in range(seeds):
+            if progress is not None:
+                label = "" if stop or not es else ", no stopping"
+                progress.update("bench", info=f"{Path(table_path).name}: {name} seed {s}{label}")
+            runs.append(
+                run_replay(
+                    ct,
+                    name,
+                    s,
+                    budget,
+                    concurrency=concurrency,
+                    early_stopping=stop,
+                    seconds_per_iteration=seconds_per_iteration,
+                )
             )
-            for s in range(seeds)
-        ]
+            if progress is not None:
+                progress.update("bench", advance=1)
         fr = np.array([_hv(r.values, ref) / grid_hv for r in runs])
         return {
             "hv_fraction": fr.round(4).tolist(),

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from models.progress import Progress
 from search.benchmarks.recorded import (
     _MODES,
     DEFAULT_TABLE,
@@ -155,8 +156,10 @@ def run_bench(
     samplers: list[str] | None = None,
     seeds: int = 5,
     trials: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Curves of HV fraction vs trials per sampler and view (mean/min over seeds); the target check."""
+    """Curves of HV fraction vs trials per sampler and view (mean/min over seeds); the target check.
+    ``progress`` (``models.progress.Progress``) is advanced once per sampler run (task ``bench``)."""
     from search.results.pareto import hypervolume, to_min
 
     table = load_table(table_path)
@@ -186,7 +189,13 @@ def run_bench(
     }
     for name in samplers or ["nsga2", "tpe", "gp", "random"]:
         t0 = time.time()
-        seen = [_sample(name, s, n_trials, table) for s in range(seeds)]
+        seen = []
+        for s in range(seeds):
+            if progress is not None:
+                progress.update("bench", info=f"{Path(table_path).name}: {name} seed {s}")
+            seen.append(_sample(name, s, n_trials, table))
+            if progress is not None:
+                progress.update("bench", advance=1)
         res: dict[str, Any] = {"seconds": 0.0}
         for view in VIEWS:
             v = views[view.name]
@@ -235,6 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(search.benchmarks.engine_replay; slow: seconds per trial)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="trials at once with --engine")
+    parser.add_argument("--quiet", action="store_true", help="no progress display (figures only)")
 
 
 def _print(res: dict[str, Any]) -> None:
@@ -279,18 +289,31 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds < 1 or (args.trials is not None and args.trials < 1):
         raise UserError("--seeds and --trials must be >= 1")
     tables = args.table or default_tables()
+    # Progress on stderr (stdout is the figures or the JSON): a bar on a terminal, else plain lines,
+    # nothing with --quiet. One unit = one replayed sweep (sampler x seed x table).
+    mode = "off" if getattr(args, "quiet", False) else "auto"
     if getattr(args, "engine", False):
-        from search.benchmarks.engine_replay import run_engine_bench
+        from search.benchmarks.engine_replay import engine_runs_per_table, run_engine_bench
 
         if args.concurrency < 1:
             raise UserError("--concurrency must be >= 1")
-        out = [
-            run_engine_bench(t, names, args.seeds, trials=args.trials, concurrency=args.concurrency)
-            for t in tables
-        ]
+        with Progress(mode) as progress:
+            progress.add(
+                "bench",
+                "bench search --engine",
+                sum(engine_runs_per_table(t, names, args.seeds) for t in tables),
+            )
+            out = [
+                run_engine_bench(
+                    t, names, args.seeds, trials=args.trials, concurrency=args.concurrency, progress=progress
+                )
+                for t in tables
+            ]
         print(json.dumps(out, indent=1))
         return 0
-    results = [run_bench(t, names, args.seeds, args.trials) for t in tables]
+    with Progress(mode) as progress:
+        progress.add("bench", "bench search", len(tables) * len(names) * args.seeds)
+        results = [run_bench(t, names, args.seeds, args.trials, progress=progress) for t in tables]
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

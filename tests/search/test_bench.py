@@ -107,6 +107,21 @@ def test_cli_entry(capsys: pytest.CaptureFixture[str]) -> None:
     assert "source: surrogate" in out and "random" in out
 
 
+def test_cli_progress_lines_and_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    """Progress on stderr (plain lines off a terminal: one per sampler run at the end at least),
+    the figures alone on stdout; --quiet prints no progress at all."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = ["--table", str(SURROGATE_TABLE), "--samplers", "random,tpe", "--seeds", "2", "--trials", "6"]
+    assert main(p.parse_args(args)) == 0
+    cap = capsys.readouterr()
+    assert "bench search" in cap.err and "4/4" in cap.err, cap.err
+    assert "bench search" not in cap.out and "source: surrogate" in cap.out
+    assert main(p.parse_args([*args, "--quiet"])) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and "source: surrogate" in cap.out
+
+
 def test_incomplete_grid_is_rejected(tmp_path: Path) -> None:
     from models.errors import UserError
 
