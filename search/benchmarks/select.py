@@ -566,7 +566,7 @@ def run_bench(
     families = {d: family_best(g) for d, g in grids.items()}
     shift = {d: distances.get("source", {}).get(d, math.nan) for d in grids}
     return {
-        "outcomes": [o.to_dict() for o in outcomes],
+        "outcomes": [{**o.to_dict(), **_truth_noise(grids[o.domain], o)} for o in outcomes],
         "families": families,
         "shift_from_source": shift,
         "noise": {d: g.ap_noise for d, g in grids.items()},
@@ -581,6 +581,25 @@ def run_bench(
         },
         "replayed_on": _machine_and_load(),
     }
+
+
+def _truth_noise(grid: DomainGrid, o: Outcome) -> dict[str, Any]:
+    """How sure the recording is that the pick is worse than the best: the standard error of the
+    difference of their seed means (``truth_se``), and whether the regret is within it. A pick the
+    recording cannot tell from the best has a regret that is mostly the truth's own noise."""
+    rows = {_label(r): r for r in grid.rows}
+    best, pick = rows.get(o.best_label), rows.get(o.picked) if o.picked else None
+    if best is None or pick is None or not math.isfinite(o.picked_ap):
+        return {"truth_se": math.nan, "within_noise": False}
+    if pick is best:
+        return {"truth_se": 0.0, "within_noise": True}
+
+    def var(r: Mapping[str, Any]) -> float:
+        sd, n = float(r.get("ap_sd") or math.nan), int(float(r.get("seeds") or len(grid.seeds) or 1))
+        return sd * sd / n if math.isfinite(sd) and n > 0 else math.nan
+
+    se = math.sqrt(var(best) + var(pick))
+    return {"truth_se": se, "within_noise": bool(math.isfinite(se) and o.regret <= se)}
 
 
 def _machine_and_load() -> str:
@@ -621,7 +640,9 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
         "'(1-seed whole grid)' is a reference, not a strategy: every configuration trained to the end "
         "on the pilot's one seed, the same decision rule -- the regret seed noise alone causes. When "
         "select exits 3 (nothing reaches the minimum AP fraction within the budgets) the closest method "
-        "it names is scored if it fits the budgets ('exit 3, its closest')."
+        "it names is scored if it fits the budgets ('exit 3, its closest'). 'within the truth's noise': "
+        "the regret is at most the standard error of the difference between the best's and the pick's "
+        "seed means (the recording cannot tell the pick from the best)."
     )
     if res.get("replayed_on"):
         lines.append(f"replayed on {res['replayed_on']} (a replay of recordings: no timing involved)")
@@ -649,12 +670,13 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
                 )
                 reg = [o["regret"] for o in rows]
                 regp = [o["regret_pct"] for o in rows]
+                noisy = sum(1 for o in rows if o.get("within_noise"))
                 comp = statistics.fmean(o["compute_pct"] for o in rows)
                 full = statistics.fmean(o["compute_full_pct"] for o in rows)
                 lines.append(
                     f"    {st:<20} regret {statistics.fmean(reg):5.2f} AP ({statistics.fmean(regp):5.1f} %, "
-                    f"worst seed {max(regp):5.1f} %)  compute {comp:5.1f} % of the grid, {full:4.1f} % of a "
-                    f"full sweep  pick: {picks}"
+                    f"worst seed {max(regp):5.1f} %; {noisy}/{len(rows)} within the truth's noise)  "
+                    f"compute {comp:5.1f} % of the grid, {full:4.1f} % of a full sweep  pick: {picks}"
                 )
     lines.append("\n== summary over domains x scenarios x seeds")
     for st in strategies:
@@ -676,6 +698,12 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
             d: statistics.fmean(o["regret_pct"] for o in outs if o["strategy"] == st and o["domain"] == d)
             for d in dict.fromkeys(o["domain"] for o in outs)
         }
+        rows_st = [o for o in outs if o["strategy"] == st]
+        bad = [o for o in rows_st if o["regret_pct"] > 10.0]
+        lines.append(
+            f"  {st:<20} picks with regret > 10 %: {len(bad)} of {len(rows_st)}, of which "
+            f"{sum(1 for o in bad if o.get('within_noise'))} within the truth's noise"
+        )
         lines.append(
             f"  {st:<20} mean regret per domain: "
             + ", ".join(f"{d} {v:.1f} %" for d, v in per_domain.items())

@@ -235,3 +235,15 @@ def test_one_seed_whole_grid_reference_and_exit_3_closest(tmp_path: Path) -> Non
     four = bench.one_seed_grid(grid, 0, bench.Scenario("params <= 4 %", param_budget_pct=4.0))
     assert four.picked == "lora r4 lr 0.003" and four.note == "exit 3, its closest"
     assert four.best_ap == 20.0 and four.regret == 0.0
+
+
+def test_truth_noise_is_the_standard_error_of_the_difference(tables: Path) -> None:
+    grid = bench.load_grid("near", tables)
+    out = bench.replay_select(grid, 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR])
+    # adapters x3 (22.5) vs the full head (23.0), each sd 1.0 over 1 seed: se = sqrt(1 + 1).
+    noise = bench._truth_noise(grid, out)
+    assert noise["truth_se"] == pytest.approx(2**0.5) and noise["within_noise"] is True
+    lora = bench.rule_outcome(grid, "always LoRA r8", bench.Scenario("no budget"))
+    assert bench._truth_noise(grid, lora)["within_noise"] is False  # 2.0 > 1.41
+    head = bench.rule_outcome(grid, "always full head", bench.Scenario("no budget"))
+    assert bench._truth_noise(grid, head) == {"truth_se": 0.0, "within_noise": True}
