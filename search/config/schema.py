@@ -408,11 +408,12 @@ class TrialSettings(_Strict):
     function: str = "search.engine.model_trial:prepare"
     eval_every: int = Field(default=10, ge=1)
     seed: int = 0
-    # Measure latency once per deployed architecture and device and share it across the sweep's
-    # trials (search.engine.latency_cache). Worth it where a trial owns its device (a GPU per trial): one
-    # measurement is representative. Off by default: on shared CPUs one measurement taken while
-    # other trials train can be off by ~15 % and would bias every trial of that architecture.
-    latency_per_architecture: bool = False
+    # Latency from the sweep's latency profile (search.engine.latency_profile): every deployed
+    # architecture measured once, in isolation (nothing training on the device), on the target
+    # device, before the first trial, cached in OUT and the user cache; trials read that figure.
+    # False: each trial times itself while other trials may train beside it (the same architecture
+    # read 30.5 and 61.4 ms that way), and a latency constraint is decided in the trial.
+    latency_per_architecture: bool = True
     # The device latency is measured on (search.engine.latency_profile): "" = the driver's node (its
     # GPU when trials use GPUs, else its CPU), or the name of a Ray custom resource one node offers.
     latency_device: str = ""
