@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,8 +240,9 @@ _CSS = (
 )
 
 
-def build_html(sweep_id: str, config: SweepConfig, data: list[StudyData]) -> str:
-    """The whole page (plotly.js inlined)."""
+def build_html(sweep_id: str, config: SweepConfig, data: list[StudyData], notes: Sequence[str] = ()) -> str:
+    """The whole page (plotly.js inlined); ``notes``: HTML paragraphs under the title (points
+    rejected before training, the fronts' latency re-measured: search.results.report)."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
 
@@ -271,6 +273,7 @@ def build_html(sweep_id: str, config: SweepConfig, data: list[StudyData]) -> str
             for m in methods
         )
         + "</p>",
+        *notes,
     ]
     for d in data:
         counts = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(d.counts.items()))
@@ -304,16 +307,19 @@ def write_interactive(out: str | os.PathLike[str]) -> Path:
     """Write ``<out>/report/interactive.html`` for a sweep folder (atomically); return its path."""
     from search.results.status import study_column
     from search.results.store import ResultStore
-    from search.results.sweep_files import load_sweep
+    from search.results.sweep_files import load_sweep, store_root_of
 
     o = Path(out)
     config, meta = load_sweep(o)
-    trials = ResultStore(o / "results").trials()
+    trials = ResultStore(store_root_of(o)).trials()
     data = report_data(config, trials, study_column(trials))
     rdir = o / "report"
     rdir.mkdir(parents=True, exist_ok=True)
     path = rdir / FILE_NAME
     tmp = rdir / f".{FILE_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(build_html(str(meta.get("sweep_id", "")), config, data), encoding="utf-8")
+    from search.results.report import latency_check_lines, rejection_lines
+
+    notes = [*rejection_lines(trials), *latency_check_lines(o)]
+    tmp.write_text(build_html(str(meta.get("sweep_id", "")), config, data, notes), encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -20,7 +20,14 @@ import pandas as pd
 
 from search.results.pareto import FrontResult, hypervolume_history
 
-__all__ = ["write_report", "draw_domain", "draw_hv_history", "rejections"]
+__all__ = [
+    "write_report",
+    "draw_domain",
+    "draw_hv_history",
+    "rejections",
+    "rejection_lines",
+    "latency_check_lines",
+]
 
 
 def _mpl() -> Any:
