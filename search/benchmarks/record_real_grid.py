@@ -104,16 +104,17 @@ REAL_GRID = SearchSpaceConfig.model_validate(
     }
 )
 REAL_LRS = [5e-4, 1e-3, 3e-3]
-# bench select's grid: the pilot's configurations (LoRA r4/r8, adapters x2/x3, full head) and the
-# cheapest partial head (class + mask embeddings), at one learning rate, 3e-3 (the best of
-# 5e-4/1e-3/3e-3 for every family on the search table, recorded_trials.csv). LoRA alpha/targets and
-# adapter placement/residual/reduction are the sweep space's defaults -- what `peftsweep select`'s
-# pilot trains -- so the pilot's points and the rules of thumb are grid points. 6 points x 3 seeds x
-# 4 domains is what a 2-core machine shared by eight people (load 10-15) recorded in the time there
-# was; SELECT_GRID/SELECT_LRS can grow (a re-run with the same --out only trains the new points).
+# bench select's grid: the pilot's configurations (LoRA r4/r8, adapters x2/x3, full head) and both
+# partial heads (class + mask embeddings; the decoder), so each of the paper's four method families
+# has at least two points, at one learning rate, 3e-3 (the best of 5e-4/1e-3/3e-3 for every family
+# on the search table, recorded_trials.csv). LoRA alpha/targets and adapter placement/residual/
+# reduction are the sweep space's defaults -- what `peftsweep select`'s pilot trains -- so the
+# pilot's points and the rules of thumb are grid points. 7 points x 3 seeds x 4 domains is what a
+# 2-core machine shared by four people recorded in the time there was (decoder_only was added after
+# clean and xray had their first six points: a re-run with the same --out trains only new points).
 SELECT_GRID = SearchSpaceConfig.model_validate(
     {
-        "methods": ["lora", "adapter", "full_head", "class_mask"],
+        "methods": ["lora", "adapter", "full_head", "class_mask", "decoder_only"],
         "lora": {"rank": [4, 8], "alpha": [8.0]},
         "adapter": {"repetitions": [2, 3]},
         "iterations": [80],
