@@ -29,10 +29,10 @@ def run_pareto(args: argparse.Namespace) -> int:
     from search.cli.sweep import print_fronts
     from search.results.pareto import compute_fronts
     from search.results.store import ResultStore
-    from search.results.sweep_files import load_sweep
+    from search.results.sweep_files import load_sweep, store_root_of
 
     config, _ = load_sweep(args.output_dir)
-    trials = ResultStore(f"{args.output_dir}/results").trials()
+    trials = ResultStore(store_root_of(args.output_dir)).trials()
     objs = {o.name: o for o in config.objectives}
     names = [n.strip() for n in args.objectives.split(",")] if args.objectives else list(objs)
     bad = [n for n in names if n not in objs]

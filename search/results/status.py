@@ -230,13 +230,12 @@ def _mtime(path: Path) -> float | None:
 def sweep_status(out: str | os.PathLike[str], *, now: float | None = None) -> SweepStatus:
     """Status of the sweep in output folder ``out`` (running or finished). Raises UserError when
     ``out`` is not a sweep folder (from :func:`search.results.sweep_files.load_sweep`)."""
-    from search.results.sweep_files import load_sweep
+    from search.results.sweep_files import load_sweep, store_root_of
 
     o = Path(out)
     config, meta = load_sweep(o)
     now = time.time() if now is None else now
-    # the store's root: sweep.json's ``results`` (a path or URI) when the sweep named one
-    root = str(meta.get("results") or o / "results")
+    root = store_root_of(o)  # where the config put the store (a path or URI), else OUT/results
     trials = ResultStore(root).trials()
     last_update = _mtime(Path(root) / ResultStore.TRIALS)  # None for a remote store
     fronts_at = _mtime(o / "fronts.json")

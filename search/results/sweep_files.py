@@ -61,11 +61,22 @@ def fronts_for(config: SweepConfig, trials: pd.DataFrame) -> dict[str, FrontResu
 
 
 def store_root_of(out: str | os.PathLike[str]) -> str:
-    """The results store's root of a sweep folder: ``sweep.json``'s ``results`` (a path or a URI)
-    when the sweep named one, else ``OUT/results``."""
-    p = Path(out) / "sweep.json"
-    meta = json.loads(p.read_text()) if p.exists() else {}
-    return str(meta.get("results") or Path(out) / "results")
+    """The results store's root of a sweep folder: the ``results`` its config named (a path or a
+    URI), else ``OUT/results``.
+
+    The config's own field (``sweep.yaml``) decides, not ``sweep.json``'s ``results``: the engine
+    writes the latter in every case as an absolute path, which no longer holds once the folder
+    is moved or copied off the cluster. Folders without ``sweep.yaml`` fall back to sweep.json.
+    """
+    o = Path(out)
+    if (o / "sweep.yaml").exists():
+        import yaml
+
+        named = (yaml.safe_load((o / "sweep.yaml").read_text()) or {}).get("results")
+    else:
+        p = o / "sweep.json"
+        named = json.loads(p.read_text()).get("results") if p.exists() else None
+    return str(named or o / "results")
 
 
 def write_fronts(out: Path, fronts: dict[str, FrontResult]) -> None:

@@ -104,6 +104,8 @@ class SweepLogger:
         self.config = config
         self.sweep_id = sweep_id
         self.mode = resolve_mode(config.wandb.mode)
+        # the store where the config put it (a path or URI), else OUT/results: as the engine writes it
+        self.store_root = str(config.results or self.out / "results")
         self.dir = self.out / "wandb"
         self.dir.mkdir(parents=True, exist_ok=True)
         self._ledger_path = self.dir / "logged.json"
@@ -174,7 +176,7 @@ class SweepLogger:
 
         if not self.enabled or trial_id in self.logged:
             return
-        trials = ResultStore(self.out / "results").trials()
+        trials = ResultStore(self.store_root).trials()
         mine = trials[trials["domain"] == domain] if len(trials) else trials
         rows = mine[mine["trial_id"] == trial_id] if len(mine) else mine
         row = rows.iloc[-1].to_dict() if len(rows) else {"status": "unknown"}
@@ -223,7 +225,7 @@ class SweepLogger:
         mid-trial, or the sweep ran without W&B); returns their trial ids."""
         from search.results.store import ResultStore
 
-        store = ResultStore(self.out / "results")
+        store = ResultStore(self.store_root)
         inter = store.intermediate()
         written: list[str] = []
         # pyarrow rows keep ints as ints and nulls as None (pandas would turn nullable ints into floats).
@@ -250,7 +252,7 @@ class SweepLogger:
         from search.results.sweep_files import fronts_for
 
         backfilled = self.backfill()
-        trials = ResultStore(self.out / "results").trials()
+        trials = ResultStore(self.store_root).trials()
         fronts = fronts_for(self.config, trials)
         run = self._summary_run()
         names = self.config.metric_names

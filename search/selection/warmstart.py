@@ -147,9 +147,11 @@ def pilot_matrix(
 
 def _trials_of(history_dir: Path, domain: str) -> list[dict[str, Any]]:
     from search.results.store import ResultStore
+    from search.results.sweep_files import store_root_of
 
-    # A sweep/selection output folder keeps its store in results/; accept the store folder too.
-    store = ResultStore(history_dir / "results")
+    # A sweep/selection output folder keeps its store where its config put it (else results/);
+    # accept the store folder too.
+    store = ResultStore(store_root_of(history_dir))
     if not store.exists():
         store = ResultStore(history_dir)
     if not store.exists():

@@ -18,9 +18,10 @@ __all__ = ["CREATED", "make_config", "make_rows", "write_sweep_folder"]
 CREATED = 1_800_000_000.0  # sweep.json's creation time; trial times count from here
 
 
-def make_config(out: Path, trials: int = 8) -> SweepConfig:
+def make_config(out: Path, trials: int = 8, results: str | None = None) -> SweepConfig:
     return parse_config(
         {
+            "results": results,
             "name": "fake",
             "domains": ["clean", "xray"],
             "space": {
@@ -93,12 +94,15 @@ def make_rows() -> list[dict[str, Any]]:
     return rows + [_trial("xray", i, *t) for i, t in enumerate(_XRAY)]
 
 
-def write_sweep_folder(out: Path, rows: list[dict[str, Any]] | None = None, trials: int = 8) -> SweepConfig:
-    config = make_config(out, trials)
+def write_sweep_folder(
+    out: Path, rows: list[dict[str, Any]] | None = None, trials: int = 8, results: str | None = None
+) -> SweepConfig:
+    """The folder; ``results`` (a path or URI): the store elsewhere, named in the config (as
+    ``results:`` in a sweep YAML) and in sweep.json, as the engine writes them."""
+    config = make_config(out, trials, results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(dump_config(config))
-    (out / "sweep.json").write_text(
-        json.dumps({"sweep_id": "fake-sweep", "created": CREATED, "schema_version": 1})
-    )
-    ResultStore(out / "results").upsert_trials(make_rows() if rows is None else rows)
+    meta = {"sweep_id": "fake-sweep", "created": CREATED, "schema_version": 1}
+    (out / "sweep.json").write_text(json.dumps(meta | ({"results": results} if results else {})))
+    ResultStore(results or out / "results").upsert_trials(make_rows() if rows is None else rows)
     return config
