@@ -56,6 +56,8 @@ __all__ = [
     "load_distances",
     "grid_key",
     "replay_select",
+    "rung_agreement",
+    "spearman",
     "rule_outcome",
     "family_best",
     "run_bench",
@@ -570,6 +572,7 @@ def run_bench(
         "families": families,
         "shift_from_source": shift,
         "noise": {d: g.ap_noise for d, g in grids.items()},
+        "rank_agreement": {d: rung_agreement(g) for d, g in grids.items()},
         "untrained_ap": {d: g.untrained_ap for d, g in grids.items()},
         "grid_configs": {d: len(g.rows) for d, g in grids.items()},
         "sidecars": {
@@ -581,6 +584,73 @@ def run_bench(
         },
         "replayed_on": _machine_and_load(),
     }
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):  # ties share their mean rank
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (Pearson's r of the ranks, ties at their mean rank)."""
+    if len(a) != len(b) or len(a) < 2:
+        return math.nan
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
+    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
+    return cov / (va * vb) if va > 0 and vb > 0 else math.nan
+
+
+def rung_agreement(grid: DomainGrid) -> dict[str, float]:
+    """Are short pilots predictive? Per evaluation iteration: the mean over seeds of the Spearman
+    correlation (over the grid's configurations) between AP there and final AP on the same seed;
+    and ``seeds``: the mean over seed pairs of the correlation between two seeds' final APs (how
+    well one seed predicts another -- what a one-seed pilot is up against)."""
+    out: dict[str, float] = {}
+    keys = [grid_key(r) for r in grid.rows]
+    its = sorted({it for (_, _), c in grid.curves.items() for it in c if it < grid.iterations})
+    for it in its:
+        rs = []
+        for s in grid.seeds:
+            pairs = [
+                (
+                    grid.curves.get((k, s), {}).get(it, math.nan),
+                    grid.curves.get((k, s), {}).get(grid.iterations, math.nan),
+                )
+                for k in keys
+            ]
+            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+            r = spearman([a for a, _ in pairs], [b for _, b in pairs])
+            if math.isfinite(r):
+                rs.append(r)
+        out[str(it)] = statistics.fmean(rs) if rs else math.nan
+    rs = []
+    for i, s in enumerate(grid.seeds):
+        for t in grid.seeds[i + 1 :]:
+            pairs = [
+                (
+                    grid.curves.get((k, s), {}).get(grid.iterations, math.nan),
+                    grid.curves.get((k, t), {}).get(grid.iterations, math.nan),
+                )
+                for k in keys
+            ]
+            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+            r = spearman([a for a, _ in pairs], [b for _, b in pairs])
+            if math.isfinite(r):
+                rs.append(r)
+    out["seeds"] = statistics.fmean(rs) if rs else math.nan
+    return out
 
 
 def _truth_noise(grid: DomainGrid, o: Outcome) -> dict[str, Any]:
@@ -656,6 +726,13 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
             f"\n== {d} (grid {res['grid_configs'][d]} configs, seed-to-seed AP sd ~{res['noise'][d]:.2f}, "
             f"untrained AP {', '.join(f'{v:.2f}' for v in res['untrained_ap'][d].values()) or 'n/a'})"
         )
+        agree = res.get("rank_agreement", {}).get(d, {})
+        if agree:
+            early = ", ".join(f"at {k} it {v:+.2f}" for k, v in agree.items() if k != "seeds")
+            lines.append(
+                f"  rank agreement with final AP, same seed (Spearman over configurations, mean over seeds): "
+                f"{early}; final AP seed vs seed: {agree.get('seeds', math.nan):+.2f}"
+            )
         for sc in dict.fromkeys(o["scenario"] for o in outs if o["domain"] == d):
             here = [o for o in outs if o["domain"] == d and o["scenario"] == sc]
             lines.append(f"  [{sc}] best feasible: {here[0]['best']} AP {here[0]['best_ap']:.2f}")

@@ -247,3 +247,16 @@ def test_truth_noise_is_the_standard_error_of_the_difference(tables: Path) -> No
     assert bench._truth_noise(grid, lora)["within_noise"] is False  # 2.0 > 1.41
     head = bench.rule_outcome(grid, "always full head", bench.Scenario("no budget"))
     assert bench._truth_noise(grid, head) == {"truth_se": 0.0, "within_noise": True}
+
+
+def test_spearman_matches_scipy_and_rung_agreement_by_hand(tables: Path) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    a = [3.0, 1.0, 2.0, 2.0, 5.0, 0.5]
+    b = [2.0, 0.0, 1.0, 3.0, 4.0, 4.0]
+    assert bench.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+    assert bench.spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert math.isnan(bench.spearman([1.0, 1.0], [1.0, 2.0]))
+    # 'near': every curve is the same fraction of its final AP, so every rung ranks as the end.
+    agree = bench.rung_agreement(bench.load_grid("near", tables))
+    assert agree["20"] == pytest.approx(1.0) and agree["40"] == pytest.approx(1.0)
+    assert math.isnan(agree["seeds"])  # one seed: nothing to compare
