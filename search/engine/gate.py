@@ -98,9 +98,9 @@ def start_sweep_latency(config: SweepConfig, out: Path, sweep_id: str, context: 
     )
     label = device_label(target, _spec_for({"method": "full_head", "lr": 1e-3, "iterations": 1}, context))
     profile = LatencyProfile(out / "state" / "latency_profile.json", user_cache_file())
-    actor = start_latency_cache(
-        sweep_id, out / "state" / "latency.json", device=label, entries=profile.entries
-    )
+    # Seeded only with what this sweep used before (resume: OUT/state/latency.json); the studies'
+    # gates hand it each figure they use (ProfiledLatency.share), cache hits included.
+    actor = start_latency_cache(sweep_id, out / "state" / "latency.json", device=label)
     return SweepLatency(profile, target, label, actor)
 
 

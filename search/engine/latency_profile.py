@@ -257,6 +257,7 @@ class ProfiledLatency:
     share: Callable[[str, dict[str, Any]], None] | None = None  # e.g. to the trials' cache actor
     pending: dict[str, Any] = field(default_factory=dict)  # key -> ObjectRef of its task
     used: set[str] = field(default_factory=set)
+    shared: set[str] = field(default_factory=set)  # keys handed to ``share`` (hits included)
     measured: int = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -264,6 +265,7 @@ class ProfiledLatency:
         # restored searcher measures again what it still needs.
         state = dict(self.__dict__)
         state["pending"] = {}
+        state["shared"] = set()  # the restoring driver's cache actor may be a new one
         return state
 
     def prefetch(self, points: Sequence[Mapping[str, Any]]) -> None:
@@ -276,8 +278,11 @@ class ProfiledLatency:
             spec = self.spec_for(p)
             key = self.key_for(spec, self.device)
             self.used.add(key)
-            if self.profile.get(key) is None and key not in specs:
-                specs[key] = spec
+            hit = self.profile.get(key)
+            if hit is None:
+                specs.setdefault(key, spec)
+            else:
+                self._share(key, hit)
         if specs:
             _, results = ray.get(measure_specs(self.target, list(specs.values())))
             for key, res in zip(specs, results):
@@ -288,8 +293,13 @@ class ProfiledLatency:
         res["device"] = self.device
         stored = self.profile.put(key, res)
         self.measured += 1
-        if self.share is not None:
-            self.share(key, stored)
+        self._share(key, stored)
+
+    def _share(self, key: str, value: dict[str, Any]) -> None:
+        """Hand a figure the sweep uses to ``share`` once (the trials' cache holds only those)."""
+        if self.share is not None and key not in self.shared:
+            self.share(key, value)
+            self.shared.add(key)
 
     def costs(self, params: Mapping[str, Any]) -> dict[str, float]:
         import ray
@@ -298,7 +308,9 @@ class ProfiledLatency:
         key = self.key_for(spec, self.device)
         self.used.add(key)
         hit = self.profile.get(key)
-        if hit is None:
+        if hit is not None:
+            self._share(key, hit)
+        else:
             ref = self.pending.get(key)
             if ref is None:
                 self.pending[key] = measure_specs(self.target, [spec])

@@ -112,3 +112,27 @@ def test_profile_caches_in_the_sweep_folder_and_the_user_cache(tmp_path: Path) -
     # an unreadable cache is ignored, not fatal
     user.write_text("{")
     assert LatencyProfile(None, user).get(k_base) is None
+
+
+def test_profile_hits_are_shared_with_the_trials_once(tmp_path: Path) -> None:
+    """Every figure a study uses reaches the trials' cache (``share``), a user-cache hit included,
+    once; nothing else does, and a restored copy shares again (its driver's actor may be new)."""
+    from search.engine.latency_profile import LatencyTarget, ProfiledLatency
+
+    key = profile_key("maskdino_tiny", 3, 64, "cpu", "base")
+    other = profile_key("maskdino_tiny", 3, 128, "cpu", "base")  # another sweep's entry
+    profile = LatencyProfile(None, None, {key: {"median_ms": 5.0, "p90_ms": 6.0}, other: {"median_ms": 9.0}})
+    shared: list[str] = []
+    lat = ProfiledLatency(
+        profile,
+        LatencyTarget(),
+        "cpu",
+        spec_for=lambda p: dict(p),
+        key_for=lambda spec, device: key,
+        share=lambda k, v: shared.append(k),
+    )
+    assert lat.costs({"method": "full_head"}) == {"latency_ms": 5.0, "latency_p90_ms": 6.0}
+    lat.costs({"method": "class_mask"})
+    lat.prefetch([{"method": "lora"}])  # a hit: no measurement, no second share
+    assert shared == [key] and lat.measured == 0
+    assert lat.__getstate__()["shared"] == set()
