@@ -14,8 +14,16 @@ Output folder layout (``config.output_dir``):
   database URL): ``optuna-dashboard OUT/optuna/journal.log``, ``optuna.load_study(...)``;
 - ``tune/sweep/`` (the Tune experiment: searcher state, trial checkpoints; used by resume);
 - ``state/scheduler-<study>.json`` (MO-ASHA rung records), ``state/latency.json`` (latency per
-  deployed architecture and device, :mod:`search.engine.latency_cache`);
-- ``fronts.json`` (per-study Pareto fronts, hypervolume and reference point).
+  deployed architecture and device, :mod:`search.engine.latency_cache`),
+  ``state/latency_profile.json`` (the latency profile entries the sweep used,
+  :mod:`search.engine.latency_profile`);
+- ``fronts.json`` (per-study Pareto fronts, hypervolume and reference point), ``latency_check.json``
+  (the fronts' members re-measured in isolation after the last trial).
+
+Before the first trial the sweep's :class:`search.engine.gate.SweepGate` measures every deployed
+architecture of the space in isolation on the latency target and gives each study's searcher its
+gate: a point that breaks a constraint known before training (parameters, latency) is told to
+Optuna at once, stored ``infeasible`` and never takes a slot (the budget counts trained trials).
 
 :func:`run_sweep` starts an embedded Ray (``ray.init(address="local")``) unless ``address`` names
 a cluster or Ray is already initialised. Everything the config names is checked before anything
