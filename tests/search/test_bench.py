@@ -142,3 +142,14 @@ def test_shipped_real_table_is_the_real_grid() -> None:
     assert len(table.values) == len(grid_points(REAL_GRID, REAL_LRS))
     vals = np.stack(list(table.values.values()))
     assert np.isfinite(vals).all() and (vals[:, 0] >= 0).all() and (vals[:, 1] > 0).all()
+
+
+def test_sampler_settings_compare_on_tuning_seeds() -> None:
+    """The settings comparison (search.benchmarks.sampler_settings) replays asks ahead of tells:
+    fractions of the grid's HV in (0, 1]; the constant liar changes what concurrent asks get."""
+    from search.benchmarks.sampler_settings import compare
+
+    res = compare(["tpe", "tpe-no-liar", "random"], [100, 101], table_path=SURROGATE_TABLE, trials=16)
+    assert set(res) == {"tpe", "tpe-no-liar", "random"}
+    assert all(0 < f <= 1 + 1e-9 for fr in res.values() for f in fr)
+    assert res["tpe"] != res["tpe-no-liar"]
