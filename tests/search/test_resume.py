@@ -40,7 +40,31 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
     psutil.wait_procs(kids, timeout=30)
 
 
-def test_resume_after_kill_9(tmp_path: Path) -> None:
+def _snapshot_finished(out: Path) -> set[str]:
+    """Trial ids that Tune's latest experiment snapshot holds as TERMINATED."""
+    states = sorted((out / "tune").rglob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return set()
+    done = set()
+    for trial_json, _meta in json.loads(states[-1].read_text())["trial_data"]:
+        t = json.loads(trial_json)
+        if t.get("status") == "TERMINATED":
+            done.add(str(t.get("trial_id")))
+    return done
+
+
+def _experiment_files(out: Path) -> dict[Path, bytes]:
+    """Tune's experiment-level files (snapshot, searcher and callback state), not the trial dirs."""
+    return {
+        p: p.read_bytes() for d in (out / "tune").glob("*") if d.is_dir() for p in d.iterdir() if p.is_file()
+    }
+
+
+# stale_snapshot: the driver dies before Tune's next snapshot -- simulated by putting back the
+# experiment files as they were before any trial finished, so every trial that finished before the
+# kill is known to the store alone; resume must neither train it again nor rewrite its row.
+@pytest.mark.parametrize("stale_snapshot", [False, True])
+def test_resume_after_kill_9(tmp_path: Path, stale_snapshot: bool) -> None:
     out = tmp_path / "out"
     log = tmp_path / "steps.log"
     cfg = {
@@ -76,9 +100,14 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     try:
         deadline = time.time() + 150
         done_before: dict[str, float] = {}
+        early: dict[Path, bytes] = {}
         while time.time() < deadline:
             if store.exists():
                 df = store.trials()
+                if not early and (df.status == "running").any() and not (df.status == "completed").any():
+                    early = _experiment_files(out)
+                    if not any(p.name.startswith("experiment_state") for p in early):
+                        early = {}
                 fin = df[df.status == "completed"]
                 if len(fin) >= 2:
                     done_before = dict(zip(fin.trial_id, fin.finished_at))
@@ -88,6 +117,13 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         assert len(done_before) >= 2, "no trial finished in time"
     finally:
         _kill_tree(driver)
+    if stale_snapshot:
+        assert early, "no snapshot was taken before the first trial finished"
+        for p in _experiment_files(out):
+            p.unlink()
+        for p, data in early.items():
+            p.write_bytes(data)
+        assert not _snapshot_finished(out) & set(done_before), "the snapshot already held them"
     ledger = out / "wandb" / "logged.json"
     logged_before = set(json.loads(ledger.read_text())) if ledger.exists() else set()
     lr_of = dict(zip(store.trials().trial_id, store.trials().lr))
@@ -106,6 +142,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
 
     df = store.trials()
     assert len(df) == 6 and df.trial_id.is_unique
+    # the resumed run's final snapshot (the check above reads the same files) holds finished trials
+    assert set() < _snapshot_finished(out) <= set(df.trial_id)
     assert df.groupby("study").size().to_dict() == {"a.clean": 3, "b.clean": 3}
     # The Optuna journal: every stored trial COMPLETE in its study; what the killed driver had
     # asked for and no trial ran is FAIL; nothing is left RUNNING.
