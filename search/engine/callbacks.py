@@ -23,6 +23,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from search.config import PARAM_COLUMNS
+from search.engine.trainable import FINISHED_STATES
 from search.results.store import ResultStore
 from search.results.wandb_log import SweepLogger, active_logger, stop_live_logging
 
@@ -132,6 +133,11 @@ class StoreCallback(Callback):
         self.budget = budget
         self.quiet = quiet
         self.done = 0
+        self._finished: set[str] | None = None  # see _finished_in_store
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its snapshot: a resumed driver must read the store afresh.
+        return {**self.__dict__, "_finished": None}
 
     def _store(self) -> ResultStore:
         return ResultStore(self.store_root)
@@ -151,6 +157,8 @@ class StoreCallback(Callback):
         )
         row["trial_number"] = _number(trial)
         self._store().upsert_trials([row])
+        if self._finished is not None and row["status"] in FINISHED_STATES:
+            self._finished.add(trial.trial_id)
         return row
 
     def _stopped_by(self, trial_id: str) -> str | None:
@@ -165,9 +173,19 @@ class StoreCallback(Callback):
         return None if rung is None else f"early-stopped by MO-ASHA at rung {rung} (dominated there)"
 
     def _finished_in_store(self, trial_id: str) -> bool:
-        from search.engine.trainable import finished_row
-
-        return finished_row(self.store_root, trial_id) is not None
+        """Whether the store holds ``trial_id`` as finished. The store is read once per driver
+        process (a whole-store read per trial start made the driver's cost per event grow with
+        the sweep); after that this callback's own writes keep the set current -- the driver is
+        the only writer of trial rows."""
+        if self._finished is None:
+            store = self._store()
+            self._finished = set()
+            if store.exists():
+                table = store.trials_table().select(["trial_id", "status"]).to_pydict()
+                self._finished = {
+                    t for t, st in zip(table["trial_id"], table["status"]) if st in FINISHED_STATES
+                }
+        return trial_id in self._finished
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         if self._finished_in_store(trial.trial_id):

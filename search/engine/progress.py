@@ -99,7 +99,14 @@ def quiet_libraries(quiet: bool = True) -> Iterator[None]:
 class SweepProgress:
     """The live display of one sweep in the driver process (see the module docstring)."""
 
-    def __init__(self, out: str | os.PathLike[str], config: SweepConfig, sweep_id: str, mode: str = "auto"):
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        config: SweepConfig,
+        sweep_id: str,
+        mode: str = "auto",
+        min_interval: float = 1.0,
+    ):
         from models.progress import Progress
 
         self.out = Path(out)
@@ -109,12 +116,26 @@ class SweepProgress:
         self.budgets = study_budgets(config)
         # config.results: a store elsewhere (path or URI), where the sweep config names one
         self.store_root = str(getattr(config, "results", None) or self.out / "results")
+        self.min_interval = min_interval
+        self._last: dict[str, float] = {}  # study -> when its row last read the store
+        self._stale: set[str] = set()  # studies with events since that read
 
     def refresh(self, study: str, *, force: bool = False) -> StudyStatus | None:
-        """Re-read the study's rows from the store and update its row; returns the status shown."""
+        """Re-read the study's rows from the store and update its row; returns the status shown.
+
+        At most once per ``min_interval`` seconds per study unless ``force``: a read (the whole
+        store, then the front and its hypervolume) costs more as the sweep grows, and the driver
+        calls this on every trial start and end. A skipped refresh is made up by the next
+        heartbeat (:meth:`tick`)."""
 
         if self.display.mode == "off":
             return None
+        now = time.monotonic()
+        if not force and now - self._last.get(study, -math.inf) < self.min_interval:
+            self._stale.add(study)
+            return None
+        self._last[study] = now
+        self._stale.discard(study)
         trials = ResultStore(self.store_root).trials()
         col = study_column(trials) if len(trials) else "domain"
         rows = trials[trials[col] == study] if len(trials) else trials
@@ -126,7 +147,12 @@ class SweepProgress:
         return st
 
     def tick(self, study: str) -> None:
-        """A heartbeat: lets the plain-lines display print its periodic line (no store read)."""
+        """A heartbeat: lets the plain-lines display print its periodic line; reads the store only
+        for a study whose last refresh was skipped."""
+        if study in self._stale:
+            with contextlib.suppress(Exception):  # a display problem must never stop a sweep
+                if self.refresh(study) is not None:
+                    return
         if study in self.display:
             self.display.update(study)
 

@@ -50,7 +50,11 @@ __all__ = [
     "run_tune_trial",
     "pretrain_violations",
     "finished_row",
+    "FINISHED_STATES",
 ]
+
+# Row states a trial never leaves: a resumed sweep neither trains such a trial again nor rewrites it.
+FINISHED_STATES = frozenset({"completed", "infeasible", "failed"})
 
 
 @dataclass
@@ -237,7 +241,7 @@ def finished_row(store_root: str, trial_id: str | None) -> dict[str, Any] | None
     import pyarrow.compute as pc
 
     rows = table.filter(pc.equal(table["trial_id"], trial_id)).to_pylist()
-    if not rows or rows[0].get("status") not in ("completed", "infeasible", "failed"):
+    if not rows or rows[0].get("status") not in FINISHED_STATES:
         return None
     row = {k: v for k, v in rows[0].items() if v is not None}
     row["final"] = True

@@ -51,3 +51,29 @@ def test_trial_start_never_clobbers_a_finished_row(tmp_path: Path) -> None:
     cb.on_trial_start(0, [], _trial("b"))
     assert _row(root, "b")["status"] == "running"
     assert finished_row(str(root), "b") is None
+
+
+def test_the_guard_reads_the_store_once_per_driver(tmp_path: Path, monkeypatch: Any) -> None:
+    """A whole-store read per trial start made the driver's cost per event grow with the sweep."""
+    import pickle
+
+    root = tmp_path / "results"
+    cb = _callback(root)
+    cb.on_trial_complete(0, [], _trial("a", {"final": True, "status": "completed", "ap": 0.1}))
+    reads = []
+    real = ResultStore.trials_table
+    monkeypatch.setattr(ResultStore, "trials_table", lambda self: reads.append(1) or real(self))
+    for i in range(20):
+        cb.on_trial_start(0, [], _trial(f"n{i}"))
+        cb.on_trial_complete(0, [], _trial(f"n{i}", {"final": True, "status": "completed", "ap": 0.2}))
+    assert len(reads) == 1
+    # its own writes keep the guard current: a finished trial restarted by Tune keeps its row
+    before = _row(root, "n3")
+    n_reads = len(reads)
+    cb.on_trial_start(0, [], _trial("n3"))
+    assert len(reads) == n_reads
+    assert _row(root, "n3") == before
+    # a callback restored from Tune's snapshot (a resumed driver) reads the store afresh
+    restored = pickle.loads(pickle.dumps(cb))
+    restored.on_trial_start(0, [], _trial("a"))
+    assert _row(root, "a")["status"] == "completed"
