@@ -147,6 +147,17 @@ def _prepare_output(config: SweepConfig, resume: bool) -> tuple[Path, str]:
     return out, sweep_id
 
 
+def _trials_share_latency(config: SweepConfig) -> bool:
+    """Whether trials read the sweep's latency cache actor: the model trial with the latency profile,
+    or any trial function whose config asks for it by name (its first trial of an architecture
+    measures, the others reuse that figure). A custom trial function is not switched to it by the
+    default alone: its trials keep measuring themselves, as before the profile existed."""
+    from search.engine.gate import uses_latency_profile
+
+    explicit = "latency_per_architecture" in config.trial.model_fields_set
+    return uses_latency_profile(config) or (explicit and config.trial.latency_per_architecture)
+
+
 def study_contexts(config: SweepConfig, out: Path, sweep_id: str) -> dict[str, Any]:
     """Every study's ``TrialContext`` (what its trials share)."""
     from search.engine.trainable import TrialContext
@@ -162,7 +173,7 @@ def study_contexts(config: SweepConfig, out: Path, sweep_id: str) -> dict[str, A
             sampler=config.sampler.name,
             work_dir=str(out / "work" / s.name),
             store_root=store_root(config, out),
-            latency_cache=config.trial.latency_per_architecture,
+            latency_cache=_trials_share_latency(config),
         )
         for s in config.studies()
     }
@@ -439,7 +450,7 @@ def run_sweep(
             latency = gate.latency() if gate.active else None
             if latency is not None:
                 cache = latency.actor
-            elif config.trial.latency_per_architecture:
+            elif _trials_share_latency(config):
                 cache = start_latency_cache(sweep_id, latency_file)
             # Tune's new output engine appends a reporter of its own after ours and gives only the
             # first one its start time: the other then crashes on a retried trial (Ray 2.60). The
