@@ -573,6 +573,7 @@ def run_bench(
         "shift_from_source": shift,
         "noise": {d: g.ap_noise for d, g in grids.items()},
         "rank_agreement": {d: rung_agreement(g) for d, g in grids.items()},
+        "grid_learned": {d: _grid_learned(g) for d, g in grids.items()},
         "untrained_ap": {d: g.untrained_ap for d, g in grids.items()},
         "grid_configs": {d: len(g.rows) for d, g in grids.items()},
         "sidecars": {
@@ -653,6 +654,21 @@ def rung_agreement(grid: DomainGrid) -> dict[str, float]:
     return out
 
 
+def _grid_learned(grid: DomainGrid) -> str:
+    """select's 'nothing learned' test applied to the grid's truth (mean AP of every configuration,
+    mean untrained AP, the grid's seed noise): on a domain where it fires, exit 4 is the right answer."""
+    from search.selection.learned import nothing_learned
+
+    untrained = [v for v in grid.untrained_ap.values() if math.isfinite(v)]
+    verdict = nothing_learned(
+        [{"ap": r["ap"], "status": "completed"} for r in grid.rows],
+        untrained_ap=statistics.fmean(untrained) if untrained else math.nan,
+        noise=grid.ap_noise,
+    )
+    best = max((r["ap"] for r in grid.rows if math.isfinite(r["ap"])), default=math.nan)
+    return f"nothing learned: {verdict}" if verdict else f"learned (best mean AP {best:.2f})"
+
+
 def _truth_noise(grid: DomainGrid, o: Outcome) -> dict[str, Any]:
     """How sure the recording is that the pick is worse than the best: the standard error of the
     difference of their seed means (``truth_se``), and whether the regret is within it. A pick the
@@ -726,6 +742,12 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
             f"\n== {d} (grid {res['grid_configs'][d]} configs, seed-to-seed AP sd ~{res['noise'][d]:.2f}, "
             f"untrained AP {', '.join(f'{v:.2f}' for v in res['untrained_ap'][d].values()) or 'n/a'})"
         )
+        if res.get("grid_learned", {}).get(d):
+            exits = [o for o in outs if o["domain"] == d and str(o["note"]).startswith("nothing learned")]
+            lines.append(
+                f"  the grid itself, by select's test: {res['grid_learned'][d]}; select replays that "
+                f"exited 4 (nothing learned): {len(exits)}"
+            )
         agree = res.get("rank_agreement", {}).get(d, {})
         if agree:
             early = ", ".join(f"at {k} it {v:+.2f}" for k, v in agree.items() if k != "seeds")

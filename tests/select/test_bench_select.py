@@ -260,3 +260,9 @@ def test_spearman_matches_scipy_and_rung_agreement_by_hand(tables: Path) -> None
     agree = bench.rung_agreement(bench.load_grid("near", tables))
     assert agree["20"] == pytest.approx(1.0) and agree["40"] == pytest.approx(1.0)
     assert math.isnan(agree["seeds"])  # one seed: nothing to compare
+
+
+def test_grid_learned_applies_selects_test_to_the_truth(tables: Path) -> None:
+    assert bench._grid_learned(bench.load_grid("near", tables)) == "learned (best mean AP 23.00)"
+    dead = bench._grid_learned(bench.load_grid("dead", tables))
+    assert dead.startswith("nothing learned: the best pilot AP is 0.10 (at or near 0)")
