@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from search.selection.candidates import candidate_points
 from search.selection.decision import Budgets
 from search.selection.halving import HalvingSchedule
@@ -89,3 +91,27 @@ def test_pilot_progress_eta_and_off() -> None:
     off.print("select: pilot 1/4 ...")
     off.close()
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_select_cli_progress_lines_and_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from models.data.coco import write_synthetic_coco
+    from search.cli import main
+
+    data = write_synthetic_coco("clean", tmp_path / "clean", 4, seed=3, image_size=64)
+    args = [
+        "select", "--data", str(data), "--images", str(data.parent / "images"), "--pilot", "lora:4,full_head",
+        "--iterations", "2", "--rungs", "2", "--image-size", "64", "--num-train-images", "2",
+        "--num-eval-images", "2", "--batch-size", "1", "--shift-images", "4", "--latency-runs", "1",
+        "--device", "cpu", "--accept-untrained", "--min-ap-fraction", "0.5",
+    ]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    shown = capsys.readouterr().out
+    # Off a terminal: plain progress lines (rung starts, the final count) and the per-trial lines.
+    assert "select pilot" in shown and "rung 1/2 (1 it), 2 candidates left" in shown
+    assert "4/4 (100%)" in shown and "select: pilot 1/2" in shown and "\x1b" not in shown
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert "select pilot" not in quiet.out + quiet.err and "select: pilot" not in quiet.out + quiet.err
+    assert "Chosen:" in quiet.out  # the decision itself is still printed
