@@ -81,7 +81,8 @@ def test_pilot_progress_eta_and_off() -> None:
     progress.rung(0, 10, 4)
     progress.trial(10)
     progress.trial(10)  # 20 of 60 done
-    assert progress.display.eta("pilot") is not None and progress.display.eta("pilot") > 0
+    eta = progress.display.eta("pilot")
+    assert eta is not None and eta > 0
     assert "20/60" in progress.display.line("pilot")
     quiet = io.StringIO()
     off = PilotProgress("off", stream=quiet)
