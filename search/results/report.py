@@ -109,6 +109,12 @@ def _fmt(v: Any) -> str:
 REJECTED_PREFIX = "rejected before training: "
 
 
+def _rejected_mask(trials: pd.DataFrame) -> np.ndarray:
+    if not len(trials) or "stop_reason" not in trials:
+        return np.zeros(len(trials), dtype=bool)
+    return trials["stop_reason"].astype(str).str.startswith(REJECTED_PREFIX).to_numpy()
+
+
 def rejections(trials: pd.DataFrame) -> tuple[int, dict[str, int]]:
     """(points rejected before training, count per violated constraint) of a sweep's rows: the
     searcher's gate (search.engine.gate) stores each as an ``infeasible`` row whose stop_reason
@@ -116,7 +122,7 @@ def rejections(trials: pd.DataFrame) -> tuple[int, dict[str, int]]:
     if not len(trials) or "stop_reason" not in trials:
         return 0, {}
     reasons = trials["stop_reason"].astype(str)
-    mask = reasons.str.startswith(REJECTED_PREFIX)
+    mask = _rejected_mask(trials)
     per: dict[str, int] = {}
     for r in reasons[mask]:
         for part in r[len(REJECTED_PREFIX) :].split("; "):
@@ -196,7 +202,10 @@ def write_report(out: str | os.PathLike[str]) -> Path:
     for dom, fr in fronts.items():
         dtr = trials[trials[key] == dom]
         png = draw_domain(dtr, fr, rdir / f"front-{dom}.png")
-        histories[dom] = hypervolume_history(dtr, fr.objectives, fr.modes, fr.ref, config.constraints)
+        # over trained trials: points rejected before training took no slot (not in the budget)
+        histories[dom] = hypervolume_history(
+            dtr[~_rejected_mask(dtr)], fr.objectives, fr.modes, fr.ref, config.constraints
+        )
         ref = ", ".join(f"{n}={r:.4g}" for n, r in zip(fr.objectives, fr.ref))
         parts.append(
             f"<h2>{label} {html.escape(dom)}</h2><p>{len(fr.front)} non-dominated of {fr.n_considered} "
