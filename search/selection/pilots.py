@@ -515,7 +515,9 @@ def run_selection(
     decision = decide(finals, settings.budgets)
     causes: list[str] = []
     if verdict is not None:
-        causes = likely_causes(iterations=settings.iterations, train_images=_train_images(settings))
+        causes = likely_causes(
+            iterations=settings.iterations, train_images=_train_images(settings), untrained_ap=untrained
+        )
         log(f"select: no pilot learned anything: {verdict}")
     result = SelectionResult(
         domain=domain,

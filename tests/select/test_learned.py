@@ -53,6 +53,10 @@ def test_likely_causes_name_the_short_inputs() -> None:
     assert causes[1].startswith("too few training images (3")
     assert "does not transfer" in causes[-1]
     assert likely_causes(iterations=200, train_images=500) == [causes[-1]]
+    # A base that already scores (untrained AP 17.5) transfers: named first, 'does not transfer' not at all.
+    works = likely_causes(iterations=200, train_images=500, untrained_ap=17.5)
+    assert len(works) == 1 and works[0].startswith("the base already does well here (AP 17.50")
+    assert likely_causes(iterations=200, train_images=500, untrained_ap=0.2) == [causes[-1]]
 
 
 def test_seeds_merge_into_mean_and_sd() -> None:
