@@ -84,6 +84,8 @@ _ID_COLUMNS = (
 # A full sweep of the search space bench search records (REAL_GRID x REAL_LRS: 153 configurations,
 # 80 iterations each): the "full sweep" a selection's compute is also measured against.
 FULL_SWEEP_ITERATIONS = 153 * 80
+# What select's exit 4 (nothing learned) leaves the user with.
+UNTRAINED = "untrained model (exit 4: base + new class head)"
 FAMILIES = {
     "LoRA": ("lora",),
     "adapters": ("adapter",),
@@ -395,13 +397,17 @@ def replay_select(
     untrained = grid.untrained_ap.get(seed, math.nan)
     verdict = nothing_learned(finals, untrained_ap=untrained, noise=grid.ap_noise)
     if verdict is not None:
+        # Exit 4: nothing is adapted, the user keeps the base with the new class head -- scored as
+        # the untrained model's AP (mean over the recorded seeds, as every truth here), which fits
+        # any budget (no added parameters, the base network's latency).
+        kept = [v for v in grid.untrained_ap.values() if math.isfinite(v)]
         return Outcome(
             strategy,
             grid.domain,
             scenario.name,
             seed,
-            None,
-            math.nan,
+            UNTRAINED if kept else None,
+            statistics.fmean(kept) if kept else math.nan,
             best["ap"],
             _label(best),
             *cost,
@@ -726,9 +732,10 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
         "'(1-seed whole grid)' is a reference, not a strategy: every configuration trained to the end "
         "on the pilot's one seed, the same decision rule -- the regret seed noise alone causes. When "
         "select exits 3 (nothing reaches the minimum AP fraction within the budgets) the closest method "
-        "it names is scored if it fits the budgets ('exit 3, its closest'). 'within the truth's noise': "
-        "the regret is at most the standard error of the difference between the best's and the pick's "
-        "seed means (the recording cannot tell the pick from the best)."
+        "it names is scored if it fits the budgets ('exit 3, its closest'); when it exits 4 (nothing "
+        "learned) the user keeps the base with the new class head, scored as the untrained AP. "
+        "'within the truth's noise': the regret is at most the standard error of the difference "
+        "between the best's and the pick's seed means (the recording cannot tell the pick from the best)."
     )
     if res.get("replayed_on"):
         lines.append(f"replayed on {res['replayed_on']} (a replay of recordings: no timing involved)")

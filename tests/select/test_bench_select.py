@@ -107,12 +107,20 @@ def test_budgets_bound_the_truth_and_the_rules(tables: Path) -> None:
     assert lora.compute_pct == pytest.approx(100 / 6)
 
 
-def test_nothing_learned_is_no_pick(tables: Path) -> None:
+def test_nothing_learned_is_no_pick_scored_as_the_untrained_model(tables: Path) -> None:
     out = bench.replay_select(
         bench.load_grid("dead", tables), 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR]
     )
-    assert out.picked is None and out.note.startswith("nothing learned")
-    assert out.regret_pct == 100.0
+    # Exit 4: nothing adapted; the user keeps the base + new head, whose AP (0.1) is the grid's best.
+    assert out.picked == bench.UNTRAINED and out.note.startswith("nothing learned")
+    assert out.picked_ap == pytest.approx(0.1) and out.regret == pytest.approx(0.0)
+    near = bench.load_grid("near", tables)
+    near.untrained_ap = {0: 2.0}
+    # On 'near' select learns (so no exit 4); had it exited, 2.0 of 23.0 would be kept.
+    assert (
+        bench.replay_select(near, 0, bench.Scenario("no budget"), pilot=PILOT, lrs=[LR]).picked
+        != bench.UNTRAINED
+    )
 
 
 def test_warm_start_queues_the_nearest_domains_pick_first(tables: Path) -> None:
