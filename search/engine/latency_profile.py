@@ -14,8 +14,11 @@ trials train beside them (the same architecture read 30.5 and 61.4 ms that way);
   a whole GPU for a GPU target. Tune starts no trial while the searcher waits for a measurement
   (:class:`search.engine.samplers.TruthfulOptunaSearch` returns no config meanwhile), and the task
   only starts once running trials have released the device, so nothing trains on it meanwhile.
-  It measures through ``models.trial.prepare_trial`` (the path a trial takes: base checkpoint
-  loaded, method applied, LoRA merged), ``latency_warmup`` + ``latency_runs`` passes.
+  It builds through ``models.trial.prepare_trial`` (the path a trial takes: base checkpoint
+  loaded, method applied, LoRA merged) and times up to :data:`INTERLEAVE` architectures
+  round-robin (``latency_warmup`` + ``latency_runs`` passes each, median), so load from outside
+  the sweep that drifts meanwhile hits them alike. Isolation covers the sweep's own trials (Ray
+  resources); other processes on a shared machine still add noise (search/benchmarks/latency_profile_cpu.txt).
 - **On a named target device.** ``trial.latency_device``: empty for the driver's node (its GPU when
   trials use GPUs, else its CPU), or the name of a Ray custom resource that one node offers (e.g.
   ``latency_a100: 1`` in its ``ray start --resources``). A name no node offers is a UserError.
@@ -196,18 +199,55 @@ def resolve_target(resource: str, gpu: bool, threads: int) -> LatencyTarget:
     )
 
 
+class _BuildOnly:
+    """A ``models.latency.LatencyCache`` that answers every key with a placeholder, so
+    ``prepare_trial`` builds the deployed model without timing it (the task times them together)."""
+
+    def get(self, key: str) -> dict[str, Any]:
+        nan = float("nan")
+        return {"median_ms": nan, "p90_ms": nan, "device": "", "image_size": [0, 0], "runs": 0, "warmup": 0}
+
+    def put(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+
+# Models timed round-robin at once: ratios between them are robust to load that drifts meanwhile
+# (other processes on a shared machine); bounded so that large models (Swin-L on a small GPU) fit.
+INTERLEAVE = 8
+
+
 def _measure_in_isolation(specs: list[dict[str, Any]], threads: int) -> tuple[str, list[dict[str, Any]]]:
-    """(device name, one LatencyResult dict per spec); runs inside the isolated Ray task."""
+    """(device name, one LatencyResult dict per spec); runs inside the isolated Ray task.
+
+    Each spec's deployed model is built the way a trial builds it (``prepare_trial``: base loaded,
+    method applied, LoRA merged) and up to :data:`INTERLEAVE` of them are timed interleaved
+    (``models.latency.measure_latency_interleaved``: warm-up, then one pass of each model per
+    round, median per model), the spec's ``latency_warmup`` / ``latency_runs`` passes each."""
     import torch
 
-    from models.latency import device_name
+    from models.latency import deployed_copy, device_name, measure_latency_interleaved
     from models.trial import prepare_trial
     from models.trial.data import resolve_device
     from search.cluster.storage import localize_paths
 
     torch.set_num_threads(threads)
-    # Data and base checkpoints may live on shared storage (s3://, gs://), as for a trial.
-    out = [prepare_trial(localize_paths(dict(spec))).latency.to_dict() for spec in specs]
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(specs), INTERLEAVE):
+        models: dict[str, Any] = {}
+        settings: Any = None  # (TrialSpec, torch device) of the chunk's first spec
+        for i, spec in enumerate(specs[start : start + INTERLEAVE]):
+            # Data and base checkpoints may live on shared storage (s3://, gs://), as for a trial.
+            prepared = prepare_trial(localize_paths(dict(spec)), latency_cache=_BuildOnly())
+            if settings is None:
+                settings = (prepared.spec, prepared.device)
+            models[str(i)] = deployed_copy(prepared.model)
+            del prepared  # only the deployed copy is kept (memory)
+        s, device = settings
+        res = measure_latency_interleaved(
+            models, s.image_size, device, warmup=s.latency_warmup, runs=s.latency_runs
+        )
+        out.extend(res[str(i)].to_dict() for i in range(len(models)))
+        del models
     dev = resolve_device(str(specs[0].get("device", "auto"))) if specs else torch.device("cpu")
     return device_name(dev), out
 

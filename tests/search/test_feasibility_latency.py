@@ -136,3 +136,38 @@ def test_profile_hits_are_shared_with_the_trials_once(tmp_path: Path) -> None:
     lat.prefetch([{"method": "lora"}])  # a hit: no measurement, no second share
     assert shared == [key] and lat.measured == 0
     assert lat.__getstate__()["shared"] == set()
+
+
+def test_isolated_measurement_times_the_specs_interleaved_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The profile's task builds each deployed model as a trial does and times them round-robin,
+    at most INTERLEAVE at once, one result per spec in order (no Ray: the task's body)."""
+    import models.latency
+    from search.engine import latency_profile
+
+    calls: list[list[str]] = []
+    real = models.latency.measure_latency_interleaved
+
+    def spy(models_: dict, *a: object, **kw: object) -> dict:
+        calls.append(sorted(models_))
+        return real(models_, *a, **kw)
+
+    monkeypatch.setattr(models.latency, "measure_latency_interleaved", spy)
+    monkeypatch.setattr(latency_profile, "INTERLEAVE", 2)
+    spec = {
+        "model": "maskdino_tiny",
+        "domain": "clean",
+        "method": "full_head",
+        "method_params": {},
+        "lr": 1e-3,
+        "iterations": 1,
+        "image_size": 32,
+        "num_train_images": 1,
+        "num_eval_images": 1,
+        "latency_runs": 2,
+        "latency_warmup": 0,
+    }
+    adapter = {**spec, "method": "adapter", "method_params": {"repetitions": 2}}
+    device, res = latency_profile._measure_in_isolation([spec, adapter, spec], 1)
+    assert device.startswith("cpu") and len(res) == 3
+    assert calls == [["0", "1"], ["0"]]
+    assert all(r["runs"] == 2 and r["median_ms"] > 0 for r in res)
