@@ -407,7 +407,20 @@ def _start_tests() -> subprocess.Popen:
     sections run); hand-sized launch configs there: autotuning each tiny test shape would cost more
     than it finds, and the sections below exercise the autotuned path at full shapes."""
     env = dict(os.environ, PEFTSWEEP_TRITON_AUTOTUNE="0", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-m", "not slow", "-p", "no:cacheprovider"]
+    # A bare GPU image may lack the model stack (fvcore, detectron2) that one test module imports:
+    # that module is counted as an error and the kernels' own tests still run.
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/kernels",
+        "-q",
+        "-m",
+        "not slow",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+    ]
     TESTS_LOG.parent.mkdir(parents=True, exist_ok=True)
     log = open(TESTS_LOG, "w")  # noqa: SIM115 - the subprocess writes it after this call returns
     return subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
