@@ -47,6 +47,7 @@ from search.engine.latency_profile import (
     resolve_target,
     user_cache_file,
 )
+from search.results.status import REJECTED_PREFIX
 
 __all__ = [
     "SweepLatency",
@@ -213,7 +214,7 @@ class StoreRejectSink:
             **costs,
             "final": True,
             "status": "infeasible",
-            "stop_reason": f"rejected before training: {reason}",
+            "stop_reason": f"{REJECTED_PREFIX}{reason}",
             "iterations_done": 0,
             "started_at": now,
             "finished_at": now,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from search.results.pareto import FrontResult, hypervolume_history
+from search.results.status import REJECTED_PREFIX
 
 __all__ = [
     "write_report",
@@ -104,9 +105,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "" if np.isnan(v) else f"{v:.4g}"
     return html.escape(str(v)) if v is not None else ""
-
-
-REJECTED_PREFIX = "rejected before training: "
 
 
 def _rejected_mask(trials: pd.DataFrame) -> np.ndarray:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from search.config import SweepConfig
@@ -43,6 +44,7 @@ from search.results.pareto import compute_front
 from search.results.store import ResultStore
 
 __all__ = [
+    "REJECTED_PREFIX",
     "STATES",
     "StudyStatus",
     "SweepStatus",
@@ -53,6 +55,8 @@ __all__ = [
     "format_status",
 ]
 
+# The stop_reason of a point the searcher's gate rejected before training (search.engine.gate).
+REJECTED_PREFIX = "rejected before training: "
 # Trial states in display order ("running" is the only unfinished one).
 STATES = ("completed", "running", "pruned", "infeasible", "failed")
 _FRONT_PARAMS = ("method", "lora_rank", "lora_alpha", "adapter_repetitions", "adapter_reduction", "lr")
@@ -95,6 +99,7 @@ class StudyStatus:
     elapsed_s: float
     eta_s: float | None
     state: str  # "waiting" | "running" | "finished" | "stopped" (no trial running, budget not reached)
+    rejected: int = 0  # points rejected before training (no slot, not in the budget, not in counts)
 
     @property
     def finished(self) -> int:
@@ -118,6 +123,7 @@ class StudyStatus:
             "finished_at": self.finished_at,
             "elapsed_s": self.elapsed_s,
             "eta_s": self.eta_s,
+            "rejected_before_training": self.rejected,
         }
 
 
@@ -160,6 +166,15 @@ def study_status(
 ) -> StudyStatus:
     """The status of one study from its store rows (a pure function of its inputs)."""
     budget = int(config.budget.trials if budget is None else budget)
+    # Points the pre-slot gate rejected (search.engine.gate) took no slot and are not in the budget:
+    # counted apart, never as finished trials.
+    gate = (
+        rows["stop_reason"].astype(str).str.startswith(REJECTED_PREFIX).to_numpy()
+        if "stop_reason" in rows and len(rows)
+        else np.zeros(len(rows), dtype=bool)
+    )
+    rejected = int(gate.sum())
+    rows = rows[~gate] if rejected else rows
     status = rows["status"].astype(str) if "status" in rows and len(rows) else pd.Series([], dtype=str)
     counts = {s: int((status == s).sum()) for s in STATES}
     for s in sorted(set(status) - set(STATES)):  # a state this version does not know: still counted
@@ -217,6 +232,7 @@ def study_status(
         elapsed_s=elapsed,
         eta_s=eta,
         state=state,
+        rejected=rejected,
     )
 
 

@@ -101,6 +101,12 @@ def test_gate_and_latency_profile_in_a_real_sweep(
     assert f"{len(rejected)} points rejected before training" in html
     assert "trainable_pct &lt;= 10" in html and "re-measured" in html
 
+    # peftsweep status: the rejected points are apart from the trained budget.
+    from search.results.status import sweep_status
+
+    (st,) = sweep_status(res.output_dir).studies
+    assert st.rejected == len(rejected) and st.finished == 3 and st.state == "finished"
+
     # A later sweep reuses the user cache: the same figure, nothing measured again.
     res2 = run_sweep(_config(tmp_path / "b", trials=1), quiet=True, report=False)
     done2 = res2.trials[res2.trials.status == "completed"]

@@ -40,3 +40,17 @@ def test_interactive_report_carries_the_notes() -> None:
     cfg = parse_config({"domains": ["clean"]})
     page = build_html("sweep-x", cfg, [], rejection_lines(_rows()))
     assert "2 points rejected before training" in page
+
+
+def test_status_keeps_rejected_points_out_of_the_budget() -> None:
+    """``peftsweep status`` and the live rows: a rejected point is no finished trial (it took no
+    slot), so a study with rejections is not 'finished' before its trained budget is."""
+    from search.results.status import study_status
+
+    cfg = parse_config({"domains": ["clean"], "budget": {"trials": 3}})
+    rows = _rows().assign(ap=[10.0, None, None, None], trainable_pct=[1.0, 28.0, 12.0, 2.0])
+    rows["latency_ms"] = 10.0
+    rows["started_at"] = rows["finished_at"] = 1.0
+    st = study_status("clean", rows, cfg, now=2.0)
+    assert st.rejected == 2 and st.counts["infeasible"] == 1 and st.finished == 2
+    assert st.state == "stopped" and st.to_json()["rejected_before_training"] == 2
