@@ -75,7 +75,8 @@ def test_fused_triton_module_matches_unfused_torch_composition(triton_device, lo
     fused = copy.deepcopy(mod)
     fused.backend = "triton"
     mod.backend = "torch"
-    out_r, grads_r = _forward_backward(mod, inputs, torch.device("cpu"))
+    # the reference on the same device: dropout masks come from that device's generator
+    out_r, grads_r = _forward_backward(mod, inputs, triton_device)
     out_t, grads_t = _forward_backward(fused, inputs, triton_device)
     torch.testing.assert_close(out_t, out_r, rtol=1e-5, atol=1e-5)
     assert grads_t.keys() == grads_r.keys()
@@ -178,7 +179,8 @@ def test_frozen_base_with_lora_dropout_in_training(triton_device) -> None:
     fused = copy.deepcopy(mod)
     fused.backend, mod.backend = "triton", "torch"
     torch.manual_seed(123)
-    out_r, grads_r = _forward_backward(mod, inputs, torch.device("cpu"))
+    # the reference on the same device: dropout masks come from that device's generator
+    out_r, grads_r = _forward_backward(mod, inputs, triton_device)
     torch.manual_seed(123)
     out_t, grads_t = _forward_backward(fused, inputs, triton_device)
     torch.testing.assert_close(out_t, out_r, rtol=1e-5, atol=1e-5)
@@ -203,7 +205,8 @@ def test_fused_path_over_several_query_blocks(triton_device, monkeypatch) -> Non
     inputs = _inputs(n=2, lq=37, d_model=48, shapes=[(4, 5), (3, 3), (1, 2)], ref_dim=4, seed=7)
     fused = copy.deepcopy(mod)
     fused.backend, mod.backend = "triton", "torch"
-    out_r, grads_r = _forward_backward(mod, inputs, torch.device("cpu"))
+    # the reference on the same device: dropout masks come from that device's generator
+    out_r, grads_r = _forward_backward(mod, inputs, triton_device)
     out_t, grads_t = _forward_backward(fused, inputs, triton_device)
     torch.testing.assert_close(out_t, out_r, rtol=1e-5, atol=1e-5)
     for k in grads_r:
