@@ -212,11 +212,18 @@ def _cluster_part(s: EngineBenchSettings, work: Path, progress: Progress) -> dic
             "wall_s": t1 - t0,
             "trials": len(df),
             "busy": busy_fraction(list(df.started_at), list(df.finished_at), s.slots, t0, t1),
+            # Ray's one-time start of the trial workers (process start, imports): on this 2-core
+            # machine 8 workers importing at once take tens of seconds; a cluster node starts its
+            # own. Busy from the first trial's start isolates what the engine's scheduling costs.
+            "startup_s": float(df.started_at.min()) - t0,
+            "busy_after_startup": busy_fraction(
+                list(df.started_at), list(df.finished_at), s.slots, float(df.started_at.min()), t1
+            ),
             "statuses": df.status.value_counts().to_dict(),
             "overlap_studies": int(df.study.nunique()),
         }
         # Before: one study after another (each its own sweep), the same slots.
-        walls, inside = 0.0, 0.0
+        walls, inside, steady = 0.0, 0.0, 0.0
         for i, pair in enumerate(pairs):
             a = time.time()
             r = run_sweep(_sweep_config(s, work / f"seq{i}", [pair], s.trials), quiet=True, report=False)
@@ -227,7 +234,12 @@ def _cluster_part(s: EngineBenchSettings, work: Path, progress: Progress) -> dic
             inside += (
                 busy_fraction(list(d.started_at), list(d.finished_at), s.slots, a, b) * s.slots * (b - a)
             )
-        out["sequential"] = {"wall_s": walls, "busy": inside / (s.slots * walls)}
+            steady += b - float(d.started_at.min())
+        out["sequential"] = {
+            "wall_s": walls,
+            "busy": inside / (s.slots * walls),
+            "busy_after_startup": inside / (s.slots * steady),
+        }
     finally:
         ray.shutdown()
     return out
@@ -438,13 +450,25 @@ def format_report(r: dict[str, Any]) -> str:
                 f"{t['trials']} trials {t['statuses']}); one after another busy {100 * q['busy']:.1f} % "
                 f"(wall {q['wall_s']:.0f} s)"
             )
+            if "busy_after_startup" in t:
+                lines.append(
+                    f"          after the workers' start ({t['startup_s']:.0f} s): all at once "
+                    f"{100 * t['busy_after_startup']:.1f} %, one after another "
+                    f"{100 * q['busy_after_startup']:.1f} %"
+                )
         lines += [
             f"  busy fraction, all studies at once: mean {100 * statistics.fmean(together):.1f} %, "
             f"worst {100 * min(together):.1f} %",
             f"  busy fraction, one after another (main before issue 16): mean "
             f"{100 * statistics.fmean(before):.1f} %, worst {100 * min(before):.1f} %",
-            "",
         ]
+        steady = [c["together"]["busy_after_startup"] for c in runs if "busy_after_startup" in c["together"]]
+        if steady:
+            lines.append(
+                f"  busy fraction after the workers' start, all at once: mean "
+                f"{100 * statistics.fmean(steady):.1f} %, worst {100 * min(steady):.1f} %"
+            )
+        lines.append("")
     lines.append("driver overhead (mux + store callbacks, random sampler, no Ray), per event:")
     for n, v in r["overhead"].items():
         lines.append(
