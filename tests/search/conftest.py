@@ -36,3 +36,29 @@ def ray_session() -> Iterator[None]:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """A local S3-compatible server (moto) on loopback with a bucket ``sweeps``; yields the
+    ``pyarrow.fs`` query string that points an ``s3://sweeps/...`` URI at it."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    mp = pytest.MonkeyPatch()
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        mp.setenv(k, v)
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(
+        Bucket="sweeps"
+    )
+    try:
+        yield f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    finally:
+        srv.stop()
+        mp.undo()

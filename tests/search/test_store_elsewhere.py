@@ -97,27 +97,3 @@ def test_wandb_reads_the_named_store(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ids = log_sweep(out, config)
     assert len(ids) == 5  # one run per stored trial and the summary: the rows were found
     assert json.loads((out / "wandb" / "logged.json").read_text()) != []
-
-
-@pytest.fixture(scope="module")
-def s3_server():  # the local S3 of tests/search/test_store_parts.py
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    mp = pytest.MonkeyPatch()
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(k, v)
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(
-        Bucket="sweeps"
-    )
-    try:
-        yield f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    finally:
-        srv.stop()
-        mp.undo()

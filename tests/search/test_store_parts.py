@@ -110,30 +110,6 @@ def test_unwritable_root_is_a_user_error_naming_the_field(tmp_path: Path) -> Non
         ro.chmod(0o700)
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    mp = pytest.MonkeyPatch()
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(k, v)
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(
-        Bucket="sweeps"
-    )
-    try:
-        yield f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    finally:
-        srv.stop()
-        mp.undo()
-
-
 def test_s3_uri_round_trip_against_a_local_server(s3_server: str) -> None:
     uri = f"s3://sweeps/run1?{s3_server}"
     st = ResultStore(uri, compact_every=4)
