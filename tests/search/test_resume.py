@@ -42,7 +42,8 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
 
 def _snapshot_finished(out: Path) -> set[str]:
     """Trial ids that Tune's latest experiment snapshot holds as TERMINATED."""
-    states = sorted((out / "tune").rglob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # newest by the session time in the name (Tune touches older sessions' files on resume)
+    states = sorted((out / "tune").rglob("experiment_state-*.json"), key=lambda p: p.name)
     if not states:
         return set()
     done = set()
