@@ -7,6 +7,13 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The suite's sweeps time latency with 1-2 passes on a loaded machine: they must not fill the user's
+# latency profile (~/.cache/peftsweep) that real sweeps reuse. Set before any test starts a driver
+# subprocess or Ray worker, which inherit it.
+if "PEFTSWEEP_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PEFTSWEEP_CACHE_DIR"] = tempfile.mkdtemp(prefix="peftsweep-test-cache-")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -96,11 +96,26 @@ def _read(path: Path | None) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def _protocol(entry: Mapping[str, Any]) -> tuple[int, int]:
+    """(timed passes, warm-up passes) an entry was measured with."""
+    return int(entry.get("runs") or 0), int(entry.get("warmup") or 0)
+
+
+def _weaker(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` was measured with more timed or warm-up passes than ``old``."""
+    (r0, w0), (r1, w1) = _protocol(old), _protocol(new)
+    return r1 > r0 or w1 > w0
+
+
 def _merge_write(path: Path, entries: Mapping[str, dict[str, Any]]) -> None:
-    """Add ``entries`` to the file at ``path`` (existing keys kept: first measurement wins)."""
+    """Add ``entries`` to the file at ``path``: an existing key is kept (first measurement wins)
+    unless the new entry was measured with more passes."""
     from models.data.coco import atomic_write_json
 
-    merged = {**dict(entries), **_read(path)}
+    merged = _read(path)
+    for key, entry in entries.items():
+        if key not in merged or _weaker(merged[key], entry):
+            merged[key] = dict(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, merged)
 
@@ -109,8 +124,10 @@ def _merge_write(path: Path, entries: Mapping[str, dict[str, Any]]) -> None:
 class LatencyProfile:
     """key -> ``models.latency.LatencyResult.to_dict()``, backed by the sweep file and the user cache.
 
-    ``get`` looks in memory, then the sweep file's entries, then the user cache (loaded once).
-    ``put`` is put-if-absent and writes both files."""
+    ``get`` looks in memory, then the sweep file's entries, then the user cache (loaded once),
+    and answers only with an entry measured with at least the passes asked for: a figure from a
+    1-pass test sweep is no answer for a sweep that times 10. ``put`` is put-if-absent (or
+    replaces a figure measured with fewer passes) and writes both files."""
 
     sweep_file: Path | None = None
     user_file: Path | None = None
@@ -119,11 +136,15 @@ class LatencyProfile:
     def __post_init__(self) -> None:
         self.entries = {**_read(self.user_file), **_read(self.sweep_file), **self.entries}
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
+    def get(self, key: str, runs: int = 0, warmup: int = 0) -> dict[str, Any] | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        done_runs, done_warmup = _protocol(hit)
+        return hit if done_runs >= runs and done_warmup >= warmup else None
 
     def put(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
-        if key not in self.entries:
+        if key not in self.entries or _weaker(self.entries[key], value):
             self.entries[key] = dict(value)
             for path in (self.sweep_file, self.user_file):
                 if path is not None:
@@ -280,6 +301,11 @@ def device_label(target: LatencyTarget, spec: Mapping[str, Any]) -> str:
     )
 
 
+def _asked(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """(timed passes, warm-up passes) a trial spec asks its latency to be measured with."""
+    return int(spec.get("latency_runs") or 0), int(spec.get("latency_warmup") or 0)
+
+
 @dataclass
 class ProfiledLatency:
     """Latency of points of the space from the profile (a :class:`search.engine.feasibility.PointCosts`).
@@ -318,7 +344,7 @@ class ProfiledLatency:
             spec = self.spec_for(p)
             key = self.key_for(spec, self.device)
             self.used.add(key)
-            hit = self.profile.get(key)
+            hit = self.profile.get(key, *_asked(spec))
             if hit is None:
                 specs.setdefault(key, spec)
             else:
@@ -347,7 +373,7 @@ class ProfiledLatency:
         spec = self.spec_for(params)
         key = self.key_for(spec, self.device)
         self.used.add(key)
-        hit = self.profile.get(key)
+        hit = self.profile.get(key, *_asked(spec))
         if hit is not None:
             self._share(key, hit)
         else:
@@ -360,6 +386,6 @@ class ProfiledLatency:
                 raise LatencyPending(key)
             del self.pending[key]
             self._put(key, ray.get(ref)[1][0])
-            hit = self.profile.get(key)
+            hit = self.profile.get(key, *_asked(spec))
             assert hit is not None
         return {"latency_ms": float(hit["median_ms"]), "latency_p90_ms": float(hit["p90_ms"])}
