@@ -113,6 +113,28 @@ def _family_default_targets() -> list[list[str]]:
     return [[]]
 
 
+# Checks the rank/alpha/targets choices of every low-rank family (LoRA, LoHa) and IA3's targets share.
+def _check_ranks(v: list[int]) -> list[int]:
+    if any(r < 1 for r in v):
+        raise ValueError("every rank must be >= 1")
+    return v
+
+
+def _check_alphas(v: list[float]) -> list[float]:
+    if any(not (a > 0 and math.isfinite(a)) for a in v):
+        raise ValueError("every alpha must be a positive number")
+    return v
+
+
+def _check_targets(v: list[list[str]]) -> list[list[str]]:
+    allowed = allowed_names("targets")
+    for group in v:
+        bad = [t for t in group if t not in allowed]
+        if bad:
+            raise ValueError(f"unknown target {bad[0]!r}; allowed: {', '.join(allowed)}")
+    return v
+
+
 class LoraSpace(_Strict):
     """LoRA sub-space: categorical choices."""
 
@@ -131,9 +153,7 @@ class LoraSpace(_Strict):
     @field_validator("rank")
     @classmethod
     def _rank(cls, v: list[int]) -> list[int]:
-        if any(r < 1 for r in v):
-            raise ValueError("every rank must be >= 1")
-        return v
+        return _check_ranks(v)
 
     @field_validator("init")
     @classmethod
@@ -146,28 +166,12 @@ class LoraSpace(_Strict):
     @field_validator("alpha")
     @classmethod
     def _alpha(cls, v: list[float]) -> list[float]:
-        if any(not (a > 0 and math.isfinite(a)) for a in v):
-            raise ValueError("every alpha must be a positive number")
-        return v
+        return _check_alphas(v)
 
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: list[list[str]]) -> list[list[str]]:
-        for group in v:
-            allowed = allowed_names("targets")
-            bad = [t for t in group if t not in allowed]
-            if bad:
-                raise ValueError(f"unknown target {bad[0]!r}; allowed: {', '.join(allowed)}")
-        return v
-
-
-def _check_targets(v: list[list[str]]) -> list[list[str]]:
-    allowed = allowed_names("targets")
-    for group in v:
-        bad = [t for t in group if t not in allowed]
-        if bad:
-            raise ValueError(f"unknown target {bad[0]!r}; allowed: {', '.join(allowed)}")
-    return v
+        return _check_targets(v)
 
 
 class LohaSpace(_Strict):
@@ -180,16 +184,12 @@ class LohaSpace(_Strict):
     @field_validator("rank")
     @classmethod
     def _rank(cls, v: list[int]) -> list[int]:
-        if any(r < 1 for r in v):
-            raise ValueError("every rank must be >= 1")
-        return v
+        return _check_ranks(v)
 
     @field_validator("alpha")
     @classmethod
     def _alpha(cls, v: list[float]) -> list[float]:
-        if any(not (a > 0 and math.isfinite(a)) for a in v):
-            raise ValueError("every alpha must be a positive number")
-        return v
+        return _check_alphas(v)
 
     @field_validator("targets")
     @classmethod
