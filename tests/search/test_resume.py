@@ -4,40 +4,28 @@ it has two studies (two models x one domain) in one Tune run, each with its Optu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from search.results.store import ResultStore
 
 HERE = Path(__file__).parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from driver_procs import kill_tree  # noqa: E402
+
 ROOT = HERE.parent.parent
 
 pytestmark = pytest.mark.slow
-
-
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the driver's process group and every process it started (by pid)."""
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        kids = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    for k in kids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            k.kill()
-    psutil.wait_procs(kids, timeout=30)
 
 
 def _snapshot_finished(out: Path) -> set[str]:
@@ -117,7 +105,7 @@ def test_resume_after_kill_9(tmp_path: Path, stale_snapshot: bool) -> None:
             time.sleep(0.3)
         assert len(done_before) >= 2, "no trial finished in time"
     finally:
-        _kill_tree(driver)
+        kill_tree(driver)
     if stale_snapshot:
         assert early, "no snapshot was taken before the first trial finished"
         for p in _experiment_files(out):

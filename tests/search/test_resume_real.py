@@ -5,7 +5,6 @@ uninterrupted run of the same spec (same seed, deterministic CPU, one thread).""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -24,6 +23,11 @@ import yaml
 from search.results.store import ResultStore
 
 HERE = Path(__file__).parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from driver_procs import kill_tree  # noqa: E402
+
 ROOT = HERE.parent.parent
 
 pytestmark = pytest.mark.slow
@@ -97,19 +101,6 @@ def _wait_paused(tmp: Path, store: ResultStore, driver: subprocess.Popen[bytes],
     raise AssertionError(f"the trial did not reach iteration {PAUSE_AT} in time: {_probe(tmp)}")
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        kids = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    for k in kids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            k.kill()
-    psutil.wait_procs(kids, timeout=30)
-
-
 def _uninterrupted(out: Path) -> dict[str, Any]:
     """The same trial run in one go, in this process (the spec the sweep's factory built)."""
     import torch
@@ -170,7 +161,7 @@ def test_worker_killed_mid_trial_continues_from_its_checkpoint(tmp_path: Path) -
         assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     finally:
         if driver.poll() is None:
-            _kill_tree(driver)
+            kill_tree(driver)
     _check_resumed(tmp_path, out, pid)
 
 
@@ -190,7 +181,7 @@ def test_driver_killed_mid_trial_resumes_from_the_trial_checkpoint(tmp_path: Pat
     try:
         pid = _wait_paused(tmp_path, store, driver, timeout=240)
     finally:
-        _kill_tree(driver)  # the driver and everything it started, the paused worker included
+        kill_tree(driver)  # the driver and everything it started, the paused worker included
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     res = subprocess.run(
         [sys.executable, "-m", "search.cli", "resume", str(out), "--no-report", "--quiet"],
