@@ -593,30 +593,18 @@ def run_bench(
     }
 
 
-def _ranks(xs: Sequence[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):  # ties share their mean rank
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (Pearson's r of the ranks, ties at their mean rank)."""
+    """Spearman rank correlation (scipy's; ties at their mean rank); NaN for fewer than two pairs
+    or a constant side."""
+    import warnings
+
+    from scipy import stats
+
     if len(a) != len(b) or len(a) < 2:
         return math.nan
-    ra, rb = _ranks(a), _ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
-    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
-    return cov / (va * vb) if va > 0 and vb > 0 else math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(a, b).statistic)
 
 
 def rung_agreement(grid: DomainGrid) -> dict[str, float]:
@@ -627,37 +615,38 @@ def rung_agreement(grid: DomainGrid) -> dict[str, float]:
     out: dict[str, float] = {}
     keys = [grid_key(r) for r in grid.rows]
     its = sorted({it for (_, _), c in grid.curves.items() for it in c if it < grid.iterations})
+    final = grid.iterations
     for it in its:
-        rs = []
-        for s in grid.seeds:
-            pairs = [
-                (
-                    grid.curves.get((k, s), {}).get(it, math.nan),
-                    grid.curves.get((k, s), {}).get(grid.iterations, math.nan),
-                )
-                for k in keys
-            ]
-            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
-            r = spearman([a for a, _ in pairs], [b for _, b in pairs])
-            if math.isfinite(r):
-                rs.append(r)
-        out[str(it)] = statistics.fmean(rs) if rs else math.nan
-    rs = []
-    for i, s in enumerate(grid.seeds):
-        for t in grid.seeds[i + 1 :]:
-            pairs = [
-                (
-                    grid.curves.get((k, s), {}).get(grid.iterations, math.nan),
-                    grid.curves.get((k, t), {}).get(grid.iterations, math.nan),
-                )
-                for k in keys
-            ]
-            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
-            r = spearman([a for a, _ in pairs], [b for _, b in pairs])
-            if math.isfinite(r):
-                rs.append(r)
-    out["seeds"] = statistics.fmean(rs) if rs else math.nan
+        rs = [_seed_pair_correlation(grid, keys, (s, it), (s, final)) for s in grid.seeds]
+        out[str(it)] = _finite_mean(rs)
+    rs = [
+        _seed_pair_correlation(grid, keys, (s, final), (t, final))
+        for i, s in enumerate(grid.seeds)
+        for t in grid.seeds[i + 1 :]
+    ]
+    out["seeds"] = _finite_mean(rs)
     return out
+
+
+def _seed_pair_correlation(
+    grid: DomainGrid, keys: Sequence[Any], a: tuple[Any, int], b: tuple[Any, int]
+) -> float:
+    """Spearman correlation over the grid's configurations between AP at (seed, iteration) ``a``
+    and at ``b``, over the configurations recorded at both."""
+    pairs = [
+        (
+            grid.curves.get((k, a[0]), {}).get(a[1], math.nan),
+            grid.curves.get((k, b[0]), {}).get(b[1], math.nan),
+        )
+        for k in keys
+    ]
+    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    return spearman([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def _finite_mean(xs: Sequence[float]) -> float:
+    finite = [x for x in xs if math.isfinite(x)]
+    return statistics.fmean(finite) if finite else math.nan
 
 
 def _grid_learned(grid: DomainGrid) -> str:
