@@ -148,7 +148,10 @@ def _sweep_config(s: EngineBenchSettings, out: Path, studies: list[tuple[str, st
                 "methods": ["lora", "adapter", "full_head", "decoder_only", "class_mask"],
                 "lora": {"rank": [2, 4, 8, 16]},
                 "adapter": {"repetitions": [1, 2, 3, 4]},
-                "lr_grid": [5e-4],
+                # A continuous learning rate, as real sweeps have: every proposal is a new point
+                # (a finite 11-point space would be exhausted by the larger runs and then
+                # measure the repeat filter's asks, search.engine.repeats, not the engine).
+                "lr": {"low": 1e-4, "high": 3e-3, "log": True},
                 "iterations": [s.iterations],
             },
             "budget": {

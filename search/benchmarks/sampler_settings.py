@@ -50,46 +50,72 @@ def _random(seed: int) -> Any:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-# name -> (sampler factory, space encoding). "tpe" is the sweep default (search.engine.samplers:
-# group decomposition, 4 startup trials, optuna 5's default constant liar for running trials).
-VARIANTS: dict[str, tuple[Callable[[int], Any], str]] = {
-    "tpe": (_tpe(), "conditional"),
-    "tpe-no-liar": (_tpe(constant_liar=False), "conditional"),
-    "tpe-startup8": (_tpe(n_startup_trials=8), "conditional"),
-    "tpe-startup10": (_tpe(n_startup_trials=10), "conditional"),
-    "tpe-ei64": (_tpe(n_ei_candidates=64), "conditional"),
-    "tpe-ei64-startup8": (_tpe(n_ei_candidates=64, n_startup_trials=8), "conditional"),
-    "tpe-prior2": (_tpe(prior_weight=2.0), "conditional"),
-    "tpe-flat": (_tpe(group=False), "flat"),
-    "random": (_random, "conditional"),
+# name -> (sampler factory, space encoding, skip repeats). "tpe" is the sweep default
+# (search.engine.samplers: group decomposition, 4 startup trials, optuna 5's default constant liar
+# for running trials, repeats of trained points not trained again: search.engine.repeats).
+VARIANTS: dict[str, tuple[Callable[[int], Any], str, bool]] = {
+    "tpe": (_tpe(), "conditional", True),
+    "tpe-repeats": (_tpe(), "conditional", False),
+    "tpe-no-liar": (_tpe(constant_liar=False), "conditional", True),
+    "tpe-startup8": (_tpe(n_startup_trials=8), "conditional", True),
+    "tpe-startup10": (_tpe(n_startup_trials=10), "conditional", True),
+    "tpe-ei64": (_tpe(n_ei_candidates=64), "conditional", True),
+    "tpe-ei64-startup8": (_tpe(n_ei_candidates=64, n_startup_trials=8), "conditional", True),
+    "tpe-prior2": (_tpe(prior_weight=2.0), "conditional", True),
+    "tpe-flat": (_tpe(group=False), "flat", True),
+    "random": (_random, "conditional", True),
+    "random-repeats": (_random, "conditional", False),
 }
 
 
 def replay_async(
-    table: RecordedTable, make: Callable[[int], Any], encoding: str, seed: int, trials: int, concurrency: int
+    table: RecordedTable,
+    make: Callable[[int], Any],
+    encoding: str,
+    seed: int,
+    trials: int,
+    concurrency: int,
+    skip_repeats: bool = True,
 ) -> np.ndarray:
-    """Objective values of the trials, in the order they were told (see module docstring)."""
+    """Objective values of the trials, in the order they were told (see module docstring). With
+    ``skip_repeats`` a proposal of a trained or running point is told as a repeat and asked again,
+    as the sweep's searcher does (:mod:`search.engine.repeats`)."""
     import optuna
 
+    from search.engine.repeats import RepeatIndex, point_key, running_keys
     from search.engine.space import SearchSpace
 
     study = optuna.create_study(
         directions=["maximize" if m == "max" else "minimize" for m in _MODES], sampler=make(seed)
     )
     space = SearchSpace(table.space, encoding=encoding)
+    index = RepeatIndex(space.size())
     running: collections.deque[Any] = collections.deque()
     seen: list[np.ndarray] = []
     asked = 0
-    while len(seen) < trials:
-        while len(running) < concurrency and asked < trials:
+
+    def ask() -> Any:
+        in_a_row = 0
+        while True:
             t = study.ask()
             space(t)
-            running.append(t)
+            keys = running_keys((point_key(space.active(r.params)), r.number) for r in running)
+            repeat = index.check(point_key(space.active(t.params)), keys, in_a_row) if skip_repeats else None
+            if repeat is None:
+                return t
+            index.tell(study, t, repeat)
+            in_a_row += 1
+
+    while len(seen) < trials:
+        while len(running) < concurrency and asked < trials:
+            running.append(ask())
             asked += 1
         t = running.popleft()
-        vals = table.values[_key(space.active(t.params))]
+        active = space.active(t.params)
+        vals = table.values[_key(active)]
         if np.all(np.isfinite(vals)):
             study.tell(t, vals.tolist())
+            index.add_values(point_key(active), t.number, vals.tolist(), {})
         else:
             study.tell(t, state=optuna.trial.TrialState.FAIL)
         seen.append(vals)
@@ -119,10 +145,10 @@ def compare(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's experimental / deprecation warnings
         for name in names:
-            make, encoding = VARIANTS[name]
+            make, encoding, skip_repeats = VARIANTS[name]
             fr = []
             for s in seeds:
-                seen = replay_async(table, make, encoding, s, n, concurrency)
+                seen = replay_async(table, make, encoding, s, n, concurrency, skip_repeats)
                 ok = np.all(np.isfinite(seen), axis=1)
                 fr.append(hypervolume(to_min(seen[ok], _MODES), ref) / grid_hv)
             out[name] = fr

@@ -31,6 +31,12 @@ slot; Tune's ``num_samples`` (the budget) counts trained trials only. Each rejec
 never part of a front). While the latency of a proposed point is being measured (the profile's
 isolated measurement), :meth:`suggest` returns ``None`` (Tune asks again later) and keeps the point.
 
+**No repeats.** A proposal equal to a point the study has already trained (or is training) takes
+no slot: it is told to Optuna at once with the trained point's values (FAIL while that point still
+trains) and the searcher asks again (:mod:`search.engine.repeats`; on the real recorded grid this
+lifted TPE's worst tuning seed from 0.92 to 0.98 of the grid's hypervolume). Once a finite space
+is exhausted, repeats train.
+
 **Truthful tells.** Ray's ``OptunaSearch.on_trial_complete`` tells ``COMPLETE`` with the *last
 reported* values of any trial that ends, so a trial stopped early by a scheduler would enter the
 study with truncated values. This searcher tells:
@@ -61,6 +67,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search.config import SearchSpaceConfig
 from search.engine.feasibility import PointCosts, violations
 from search.engine.latency_profile import LatencyPending
+from search.engine.repeats import REJECTED_ATTR, Repeat, RepeatIndex, point_key, running_keys
 from search.engine.space import SearchSpace
 
 __all__ = [
@@ -196,6 +203,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         fill_values: Mapping[str, float] | None = None,
         reject_sink: Callable[[dict[str, Any], dict[str, float], str], None] | None = None,
         max_rejections: int = 2000,
+        skip_repeats: bool = True,
         **kwargs: Any,
     ) -> None:
         space = kwargs.get("space")
@@ -210,6 +218,8 @@ class TruthfulOptunaSearch(OptunaSearch):
         self._fill = dict(fill_values or {})
         self._reject_sink = reject_sink
         self._max_rejections = int(max_rejections)
+        self._skip_repeats = bool(skip_repeats)
+        self._repeats: RepeatIndex | None = None  # built on first use (search.engine.repeats)
         self._held: tuple[Any, dict[str, Any]] | None = None  # (optuna trial, params) awaiting latency
         self.told: dict[str, str] = {}  # trial_id -> state name, for tests and the store
         self.rejected: list[dict[str, Any]] = []  # {params, costs, reason}
@@ -250,18 +260,25 @@ class TruthfulOptunaSearch(OptunaSearch):
         else:
             ot_trial, params = self._ask()
         costs: dict[str, float] = {}
+        repeats_in_a_row = 0
         for _ in range(self._max_rejections):
-            if self._costs is None:
+            if self._costs is not None:
+                try:
+                    costs = self._costs.costs(self._active(params))
+                except LatencyPending:
+                    self._held = (ot_trial, params)
+                    return None
+                bad = violations(costs, self._constraints)
+                if bad:
+                    self._reject(ot_trial, params, costs, bad)
+                    ot_trial, params = self._ask()
+                    continue
+            repeat = self._repeat_of(params, repeats_in_a_row)
+            if repeat is None:
                 break
-            try:
-                costs = self._costs.costs(self._active(params))
-            except LatencyPending:
-                self._held = (ot_trial, params)
-                return None
-            bad = violations(costs, self._constraints)
-            if not bad:
-                break
-            self._reject(ot_trial, params, costs, bad)
+            assert self._ot_study is not None and self._repeats is not None
+            self._repeats.tell(self._ot_study, ot_trial, repeat)
+            repeats_in_a_row += 1
             ot_trial, params = self._ask()
         else:
             logger.warning(
@@ -274,6 +291,28 @@ class TruthfulOptunaSearch(OptunaSearch):
         if costs:
             self.pre_costs[trial_id] = costs
         return self._active(params)
+
+    @property
+    def repeats(self) -> int:
+        """Proposals told as repeats of known points (not trained; :mod:`search.engine.repeats`)."""
+        index = getattr(self, "_repeats", None)
+        return index.repeats if index is not None else 0
+
+    def _repeat_of(self, params: dict[str, Any], in_a_row: int) -> Repeat | None:
+        """The known point ``params`` repeats (None: train it); builds the index on first use."""
+        if not getattr(self, "_skip_repeats", True) or self._ot_study is None:
+            return None
+        if getattr(self, "_repeats", None) is None:
+            size = self._space.size() if isinstance(self._space, SearchSpace) else None
+            self._repeats = RepeatIndex(size, self._constraint_metrics)
+        assert self._repeats is not None
+        self._repeats.sync(self._ot_study, self._active)
+        running = running_keys(
+            (point_key(self._active(t.params)), t.number)
+            for tid, t in self._ot_trials.items()
+            if tid not in self._completed_trials
+        )
+        return self._repeats.check(point_key(self._active(params)), running, in_a_row)
 
     def _reject(
         self, ot_trial: Any, params: dict[str, Any], costs: dict[str, float], bad: dict[str, float]
@@ -294,6 +333,7 @@ class TruthfulOptunaSearch(OptunaSearch):
             for c in self._constraints
             if c["metric"] == m
         )
+        ot_trial.set_user_attr(REJECTED_ATTR, reason)
         self._ot_study.tell(ot_trial, values, state=TrialState.COMPLETE)
         active = self._active(params)
         self.rejected.append({"params": active, "costs": dict(costs), "reason": reason})
@@ -339,6 +379,13 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:  # noqa: BLE001 - a bad tell must not kill the sweep
             logger.warning("optuna tell failed for %s: %s", trial_id, exc)
+        else:
+            index = getattr(self, "_repeats", None)
+            if state == TrialState.COMPLETE and values is not None and index is not None:
+                attrs = {
+                    m: result[m] for m in self._constraint_metrics if result and result.get(m) is not None
+                }
+                index.add_values(point_key(self._active(ot_trial.params)), ot_trial.number, values, attrs)
         self._completed_trials.add(trial_id)
         self.told[trial_id] = state.name
 

@@ -102,6 +102,18 @@ class SearchSpace:
             self._method_params(trial, method, s)
         self._shared_params(trial, s)
 
+    def size(self) -> int | None:
+        """How many distinct points (active parameters) the space has; None when the learning rate
+        is continuous (then no two proposals are equal)."""
+        s = self.space
+        if s.lr_grid is not None:
+            lrs = list(s.lr_grid)
+        elif s.lr.low == s.lr.high:
+            lrs = [s.lr.low]
+        else:
+            return None
+        return len(grid_points(s, lrs))
+
     def active(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` without the parameters its method does not use (flat encoding's extras)."""
         rec = _Recorder(params)

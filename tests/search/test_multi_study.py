@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from search.config import SweepConfig, parse_config
+from search.engine.repeats import REPEAT_ATTR
 from search.engine.runner import SweepResult, run_sweep
 from search.results.store import ResultStore
 
@@ -135,7 +136,7 @@ def test_the_journal_holds_every_trial_with_its_state(multi: tuple[SweepResult, 
     df = res.trials
     for study, rows in df.groupby("study"):
         st = optuna.load_study(study_name=f"{res.sweep_id}-{study}", storage=storage)
-        got = {t.user_attrs["tune_trial_id"]: t for t in st.trials}
+        got = {t.user_attrs["tune_trial_id"]: t for t in st.trials if REPEAT_ATTR not in t.user_attrs}
         assert set(got) == set(rows.trial_id)
         for r in rows.itertuples():
             t = got[r.trial_id]

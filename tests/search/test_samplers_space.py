@@ -171,8 +171,9 @@ def test_infeasible_points_take_no_slot_and_are_told_complete_with_their_violati
     study = s._ot_study
     assert study is not None
     trials = study.get_trials(deepcopy=False)
-    # 30 trained trials + one COMPLETE trial per rejection, whose constraint value the sampler reads.
-    assert len(trials) == 30 + len(s.rejected)
+    # 30 trained trials + one COMPLETE trial per rejection, whose constraint value the sampler reads
+    # (+ proposals of already-trained points, told as repeats: search.engine.repeats).
+    assert len(trials) == 30 + len(s.rejected) + s.repeats
     infeasible = [t for t in trials if t.user_attrs.get("trainable_pct", 0) > 1.0]
     assert len(infeasible) == len(s.rejected)
     for t in infeasible:

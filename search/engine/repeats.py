@@ -1,0 +1,149 @@
+"""Repeat-free asking: a point the study has already trained is not trained again.
+
+On a finite space (ranks, repetitions, placements, a learning-rate grid) samplers propose points
+they have already seen: on the real recorded grid TPE spent up to 10 of one sweep's 51 trials on
+the same head baseline (``class_mask`` at one learning rate, a single configuration). A repeat
+takes a cluster slot and teaches nothing: the point's result is known. So the searcher
+(:class:`search.engine.samplers.TruthfulOptunaSearch`) checks each proposal against this index
+before it takes a slot:
+
+- equal to a **trained** point: told to Optuna at once as ``COMPLETE`` with that point's values and
+  constraint attributes (the sampler's model sees the point as it is) and user attribute
+  ``repeat_of`` = the trained Optuna trial's number; the searcher asks again;
+- equal to a point **still training**: told ``FAIL`` with ``repeat_of`` (its values are not known
+  yet; FAIL trials are ignored by every sampler's model) and asked again;
+- once every point of a finite space is trained or training, a repeat is trained after all
+  (nothing new is left; the sweep's budget is the user's choice), as is a proposal after
+  :data:`MAX_REPEAT_ASKS` repeats in a row.
+
+Repeats are not trials of the sweep: no Tune trial, no store row, not in the budget. They are in
+the Optuna study (marked ``repeat_of``), where optuna-dashboard shows them.
+
+"Equal" means equal *active* parameters (:meth:`search.engine.space.SearchSpace.active`): the
+flat encoding's inactive extras do not make a point new. The index is built from the study once
+(so a searcher restored from the journal knows what was trained) and kept current by the
+searcher's tells.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "MAX_REPEAT_ASKS",
+    "REPEAT_ATTR",
+    "REJECTED_ATTR",
+    "Repeat",
+    "RepeatIndex",
+    "point_key",
+    "running_keys",
+]
+
+# Proposals in a row that may be repeats before one is trained anyway (a sampler that keeps
+# proposing known points on a nearly exhausted space must not spin).
+MAX_REPEAT_ASKS = 50
+# User attributes that mark Optuna trials which were not trained: a repeat (the trained trial's
+# number) and a point rejected before training (the reason).
+REPEAT_ATTR = "repeat_of"
+REJECTED_ATTR = "rejected_before_training"
+
+PointKey = tuple[tuple[str, str], ...]
+
+
+def point_key(active: Mapping[str, Any]) -> PointKey:
+    """The identity of a point: its active parameters, numbers written exactly (``repr``)."""
+    out = []
+    for k in sorted(active):
+        v = active[k]
+        if isinstance(v, float) and math.isnan(v):
+            continue  # an inactive parameter written as NaN (the store's form) is absent
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        out.append((k, repr(float(v)) if number else repr(v)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A proposal equal to a known point: the trained trial (``values`` set) or a running one."""
+
+    number: int
+    values: tuple[float, ...] | None  # None: the point is still training
+    attrs: tuple[tuple[str, float], ...] = ()  # constraint metrics of the trained trial
+
+
+class RepeatIndex:
+    """The trained points of one study (``point_key -> Repeat``) and the space's size.
+
+    ``size``: the number of distinct points of a finite space (None: infinite, e.g. a continuous
+    learning rate); ``constraint_metrics``: the user attributes copied onto a repeat's tell, so a
+    constrained sampler reads the same constraint values for it."""
+
+    def __init__(self, size: int | None, constraint_metrics: Sequence[str] = ()) -> None:
+        self.size = size
+        self.constraint_metrics = list(constraint_metrics)
+        self.trained: dict[PointKey, Repeat] = {}
+        self.repeats = 0  # proposals told as repeats (not trained)
+        self._synced = False
+
+    def sync(self, study: optuna.Study, active: Any) -> None:
+        """Index the study's trained trials once (``active(params) -> active params``)."""
+        if self._synced:
+            return
+        self._synced = True
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if REPEAT_ATTR in t.user_attrs or REJECTED_ATTR in t.user_attrs or t.values is None:
+                continue
+            self.add(point_key(active(t.params)), t)
+
+    def add(self, key: PointKey, trial: FrozenTrial) -> None:
+        """Record a trained trial of the study (COMPLETE with values)."""
+        if trial.values is not None:
+            self.add_values(key, trial.number, trial.values, trial.user_attrs)
+
+    def add_values(
+        self, key: PointKey, number: int, values: Sequence[float], user_attrs: Mapping[str, Any]
+    ) -> None:
+        """Record a trained point (the first trial of a point stays its reference)."""
+        if key in self.trained:
+            return
+        attrs = tuple((m, float(user_attrs[m])) for m in self.constraint_metrics if m in user_attrs)
+        self.trained[key] = Repeat(int(number), tuple(float(v) for v in values), attrs)
+
+    def check(self, key: PointKey, running: Mapping[PointKey, int], asked_in_a_row: int) -> Repeat | None:
+        """The known point ``key`` repeats, or None when it should be trained (new, or nothing new
+        is left: every point of a finite space trained or running, or too many repeats in a row).
+        ``running``: keys of the points training now -> their Optuna trial numbers."""
+        if asked_in_a_row >= MAX_REPEAT_ASKS:
+            return None
+        if self.size is not None and len(self.trained.keys() | running.keys()) >= self.size:
+            return None
+        if key in self.trained:
+            return self.trained[key]
+        if key in running:
+            return Repeat(running[key], None)
+        return None
+
+    def tell(self, study: optuna.Study, trial: Any, repeat: Repeat) -> None:
+        """Tell ``trial`` as the repeat it is (module docstring) and count it."""
+        trial.set_user_attr(REPEAT_ATTR, repeat.number)
+        for m, v in repeat.attrs:
+            trial.set_user_attr(m, v)
+        if repeat.values is None:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, list(repeat.values), state=TrialState.COMPLETE)
+        self.repeats += 1
+
+
+def running_keys(pairs: Iterable[tuple[PointKey, int]]) -> dict[PointKey, int]:
+    """``{key: number}`` of the running points (the first trial of a key wins)."""
+    out: dict[PointKey, int] = {}
+    for k, n in pairs:
+        out.setdefault(k, n)
+    return out
