@@ -142,6 +142,14 @@ def test_shipped_real_table_is_the_real_grid() -> None:
     assert len(table.values) == len(grid_points(REAL_GRID, REAL_LRS))
     vals = np.stack(list(table.values.values()))
     assert np.isfinite(vals).all() and (vals[:, 0] >= 0).all() and (vals[:, 1] > 0).all()
+    # Intermediate AP of every point (what bench search --engine replays to MO-ASHA), to its end.
+    from search.benchmarks.engine_replay import load_curve_table
+
+    ct = load_curve_table(REAL_TABLE)
+    assert ct.has_curves and len(ct.curves) == len(table.values)
+    for curve in ct.curves.values():
+        steps = [it for it, _ in curve]
+        assert steps == sorted(steps) and steps[0] > 0 and steps[-1] == max(REAL_GRID.iterations)
 
 
 def test_sampler_settings_compare_on_tuning_seeds() -> None:
