@@ -89,7 +89,7 @@ def replay_async(
         directions=["maximize" if m == "max" else "minimize" for m in _MODES], sampler=make(seed)
     )
     space = SearchSpace(table.space, encoding=encoding)
-    index = RepeatIndex(space.size())
+    index = RepeatIndex(space.points())
     running: collections.deque[Any] = collections.deque()
     seen: list[np.ndarray] = []
     asked = 0
@@ -100,10 +100,10 @@ def replay_async(
             t = study.ask()
             space(t)
             keys = running_keys((point_key(space.active(r.params)), r.number) for r in running)
-            repeat = index.check(point_key(space.active(t.params)), keys, in_a_row) if skip_repeats else None
-            if repeat is None:
+            if not (
+                skip_repeats and index.screen(study, t, point_key(space.active(t.params)), keys, in_a_row)
+            ):
                 return t
-            index.tell(study, t, repeat)
             in_a_row += 1
 
     while len(seen) < trials:

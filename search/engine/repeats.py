@@ -12,9 +12,13 @@ before it takes a slot:
   ``repeat_of`` = the trained Optuna trial's number; the searcher asks again;
 - equal to a point **still training**: told ``FAIL`` with ``repeat_of`` (its values are not known
   yet; FAIL trials are ignored by every sampler's model) and asked again;
+- after :data:`MAX_REPEAT_ASKS` repeats in a row on a finite space (the sampler keeps proposing
+  known points: near exhaustion TPE may need hundreds of asks to hit the last untried ones), the
+  untried point closest to what it proposed (fewest parameters differing; ties at random) is
+  enqueued (``study.enqueue_trial``) and the next ask gets it: the search stays where the sampler
+  wanted it, on a point not trained yet;
 - once every point of a finite space is trained or training, a repeat is trained after all
-  (nothing new is left; the sweep's budget is the user's choice), as is a proposal after
-  :data:`MAX_REPEAT_ASKS` repeats in a row.
+  (nothing new is left; the sweep's budget is the user's choice).
 
 Repeats are not trials of the sweep: no Tune trial, no store row, not in the budget. They are in
 the Optuna study (marked ``repeat_of``), where optuna-dashboard shows them.
@@ -28,6 +32,7 @@ searcher's tells.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +46,14 @@ __all__ = [
     "REJECTED_ATTR",
     "Repeat",
     "RepeatIndex",
+    "closest",
     "point_key",
     "running_keys",
 ]
 
 # Proposals in a row that may be repeats before one is trained anyway (a sampler that keeps
 # proposing known points on a nearly exhausted space must not spin).
-MAX_REPEAT_ASKS = 50
+MAX_REPEAT_ASKS = 20
 # User attributes that mark Optuna trials which were not trained: a repeat (the trained trial's
 # number) and a point rejected before training (the reason).
 REPEAT_ATTR = "repeat_of"
@@ -78,18 +84,25 @@ class Repeat:
 
 
 class RepeatIndex:
-    """The trained points of one study (``point_key -> Repeat``) and the space's size.
+    """The trained points of one study (``point_key -> Repeat``) and the space's points.
 
-    ``size``: the number of distinct points of a finite space (None: infinite, e.g. a continuous
-    learning rate); ``constraint_metrics``: the user attributes copied onto a repeat's tell, so a
-    constrained sampler reads the same constraint values for it."""
+    ``points``: every point of a finite space (active parameters; None: infinite, e.g. a
+    continuous learning rate); ``constraint_metrics``: the user attributes copied onto a repeat's
+    tell, so a constrained sampler reads the same constraint values for it."""
 
-    def __init__(self, size: int | None, constraint_metrics: Sequence[str] = ()) -> None:
-        self.size = size
+    def __init__(
+        self, points: Sequence[Mapping[str, Any]] | None, constraint_metrics: Sequence[str] = ()
+    ) -> None:
+        self.points = {point_key(p): dict(p) for p in points} if points is not None else None
         self.constraint_metrics = list(constraint_metrics)
         self.trained: dict[PointKey, Repeat] = {}
+        self.rejected: set[PointKey] = set()  # infeasible points (decided before training)
         self.repeats = 0  # proposals told as repeats (not trained)
         self._synced = False
+
+    @property
+    def size(self) -> int | None:
+        return len(self.points) if self.points is not None else None
 
     def sync(self, study: optuna.Study, active: Any) -> None:
         """Index the study's trained trials once (``active(params) -> active params``)."""
@@ -97,6 +110,8 @@ class RepeatIndex:
             return
         self._synced = True
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if REJECTED_ATTR in t.user_attrs:
+                self.rejected.add(point_key(active(t.params)))
             if REPEAT_ATTR in t.user_attrs or REJECTED_ATTR in t.user_attrs or t.values is None:
                 continue
             self.add(point_key(active(t.params)), t)
@@ -115,19 +130,43 @@ class RepeatIndex:
         attrs = tuple((m, float(user_attrs[m])) for m in self.constraint_metrics if m in user_attrs)
         self.trained[key] = Repeat(int(number), tuple(float(v) for v in values), attrs)
 
-    def check(self, key: PointKey, running: Mapping[PointKey, int], asked_in_a_row: int) -> Repeat | None:
+    def check(self, key: PointKey, running: Mapping[PointKey, int]) -> Repeat | None:
         """The known point ``key`` repeats, or None when it should be trained (new, or nothing new
-        is left: every point of a finite space trained or running, or too many repeats in a row).
+        is left: every point of a finite space trained or running).
         ``running``: keys of the points training now -> their Optuna trial numbers."""
-        if asked_in_a_row >= MAX_REPEAT_ASKS:
-            return None
-        if self.size is not None and len(self.trained.keys() | running.keys()) >= self.size:
+        if self.points is not None and not self.untried(running):
             return None
         if key in self.trained:
             return self.trained[key]
         if key in running:
             return Repeat(running[key], None)
         return None
+
+    def untried(self, running: Mapping[PointKey, int]) -> list[PointKey]:
+        """Keys of the finite space's points neither trained nor running (empty when infinite)."""
+        if self.points is None:
+            return []
+        return [
+            k for k in self.points if k not in self.trained and k not in running and k not in self.rejected
+        ]
+
+    def screen(
+        self, study: optuna.Study, trial: Any, key: PointKey, running: Mapping[PointKey, int], in_a_row: int
+    ) -> bool:
+        """True when ``trial`` (proposing ``key``) repeats a known point: it is told as a repeat and
+        the caller asks again; the ``MAX_REPEAT_ASKS``-th repeat in a row enqueues the untried point
+        closest to ``key`` for that ask. False: train ``trial``."""
+        if in_a_row >= MAX_REPEAT_ASKS and self.points is None:
+            return False  # an infinite space cannot run out of new points: train what comes
+        repeat = self.check(key, running)
+        if repeat is None:
+            return False
+        self.tell(study, trial, repeat)
+        if in_a_row + 1 >= MAX_REPEAT_ASKS and self.points is not None:
+            fresh = self.untried(running)
+            if fresh:
+                study.enqueue_trial(self.points[closest(key, fresh, random.Random(int(trial.number)))])
+        return True
 
     def tell(self, study: optuna.Study, trial: Any, repeat: Repeat) -> None:
         """Tell ``trial`` as the repeat it is (module docstring) and count it."""
@@ -139,6 +178,19 @@ class RepeatIndex:
         else:
             study.tell(trial, list(repeat.values), state=TrialState.COMPLETE)
         self.repeats += 1
+
+
+def closest(key: PointKey, candidates: Sequence[PointKey], rng: random.Random) -> PointKey:
+    """The candidate with the fewest parameters differing from ``key`` (ties: ``rng``'s pick)."""
+    mine = dict(key)
+
+    def differing(k: PointKey) -> int:
+        other = dict(k)
+        return sum(mine.get(n) != other.get(n) for n in mine.keys() | other.keys())
+
+    best = min(differing(k) for k in candidates)
+    ties = [k for k in candidates if differing(k) == best]
+    return ties[rng.randrange(len(ties))]
 
 
 def running_keys(pairs: Iterable[tuple[PointKey, int]]) -> dict[PointKey, int]:

@@ -67,7 +67,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search.config import SearchSpaceConfig
 from search.engine.feasibility import PointCosts, violations
 from search.engine.latency_profile import LatencyPending
-from search.engine.repeats import REJECTED_ATTR, Repeat, RepeatIndex, point_key, running_keys
+from search.engine.repeats import REJECTED_ATTR, RepeatIndex, point_key, running_keys
 from search.engine.space import SearchSpace
 
 __all__ = [
@@ -273,11 +273,8 @@ class TruthfulOptunaSearch(OptunaSearch):
                     self._reject(ot_trial, params, costs, bad)
                     ot_trial, params = self._ask()
                     continue
-            repeat = self._repeat_of(params, repeats_in_a_row)
-            if repeat is None:
+            if not self._screen_repeat(ot_trial, params, repeats_in_a_row):
                 break
-            assert self._ot_study is not None and self._repeats is not None
-            self._repeats.tell(self._ot_study, ot_trial, repeat)
             repeats_in_a_row += 1
             ot_trial, params = self._ask()
         else:
@@ -298,13 +295,14 @@ class TruthfulOptunaSearch(OptunaSearch):
         index = getattr(self, "_repeats", None)
         return index.repeats if index is not None else 0
 
-    def _repeat_of(self, params: dict[str, Any], in_a_row: int) -> Repeat | None:
-        """The known point ``params`` repeats (None: train it); builds the index on first use."""
+    def _screen_repeat(self, ot_trial: Any, params: dict[str, Any], in_a_row: int) -> bool:
+        """True when the proposal repeated a known point and was told so (ask again;
+        :meth:`search.engine.repeats.RepeatIndex.screen`); builds the index on first use."""
         if not getattr(self, "_skip_repeats", True) or self._ot_study is None:
-            return None
+            return False
         if getattr(self, "_repeats", None) is None:
-            size = self._space.size() if isinstance(self._space, SearchSpace) else None
-            self._repeats = RepeatIndex(size, self._constraint_metrics)
+            points = self._space.points() if isinstance(self._space, SearchSpace) else None
+            self._repeats = RepeatIndex(points, self._constraint_metrics)
         assert self._repeats is not None
         self._repeats.sync(self._ot_study, self._active)
         running = running_keys(
@@ -312,7 +310,9 @@ class TruthfulOptunaSearch(OptunaSearch):
             for tid, t in self._ot_trials.items()
             if tid not in self._completed_trials
         )
-        return self._repeats.check(point_key(self._active(params)), running, in_a_row)
+        return self._repeats.screen(
+            self._ot_study, ot_trial, point_key(self._active(params)), running, in_a_row
+        )
 
     def _reject(
         self, ot_trial: Any, params: dict[str, Any], costs: dict[str, float], bad: dict[str, float]
@@ -336,6 +336,8 @@ class TruthfulOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr(REJECTED_ATTR, reason)
         self._ot_study.tell(ot_trial, values, state=TrialState.COMPLETE)
         active = self._active(params)
+        if getattr(self, "_repeats", None) is not None:
+            self._repeats.rejected.add(point_key(active))  # known: never an "untried" point
         self.rejected.append({"params": active, "costs": dict(costs), "reason": reason})
         if self._reject_sink is not None:
             try:
@@ -405,6 +407,7 @@ def make_searcher(
     reject_sink: Callable[[dict[str, Any], dict[str, float], str], None] | None = None,
     points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
     study_name: str | None = None,
+    skip_repeats: bool = True,
 ) -> TruthfulOptunaSearch:
     """The searcher of one study: the sampler, the space encoded for it, constraints before slots."""
     cons = [dict(c) for c in constraints]
@@ -424,5 +427,6 @@ def make_searcher(
         constraints=cons,
         fill_values=fill_values,
         reject_sink=reject_sink,
+        skip_repeats=skip_repeats,
         **kwargs,
     )

@@ -102,9 +102,9 @@ class SearchSpace:
             self._method_params(trial, method, s)
         self._shared_params(trial, s)
 
-    def size(self) -> int | None:
-        """How many distinct points (active parameters) the space has; None when the learning rate
-        is continuous (then no two proposals are equal)."""
+    def points(self) -> list[dict[str, Any]] | None:
+        """Every point (active parameters) of a finite space; None when the learning rate is
+        continuous (then no two proposals are equal)."""
         s = self.space
         if s.lr_grid is not None:
             lrs = list(s.lr_grid)
@@ -112,7 +112,12 @@ class SearchSpace:
             lrs = [s.lr.low]
         else:
             return None
-        return len(grid_points(s, lrs))
+        return grid_points(s, lrs)
+
+    def size(self) -> int | None:
+        """How many distinct points the space has (None: infinite)."""
+        points = self.points()
+        return len(points) if points is not None else None
 
     def active(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` without the parameters its method does not use (flat encoding's extras)."""

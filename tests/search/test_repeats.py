@@ -54,16 +54,38 @@ def test_point_key_ignores_inactive_nan_and_int_float_spelling() -> None:
     assert a != point_key({"method": "lora", "lora_rank": 4, "lr": 0.001})
 
 
-def test_index_answers_trained_running_exhausted_and_too_many_in_a_row() -> None:
-    idx = RepeatIndex(size=3, constraint_metrics=["trainable_pct"])
-    k1, k2, k3 = (point_key({"method": m}) for m in ("a", "b", "c"))
+def test_index_answers_trained_running_and_exhausted() -> None:
+    points = [{"method": m} for m in ("a", "b", "c")]
+    idx = RepeatIndex(points, constraint_metrics=["trainable_pct"])
+    k1, k2, k3 = (point_key(p) for p in points)
     idx.add_values(k1, 0, [1.0, 2.0], {"trainable_pct": 2.0, "other": 5})
-    assert idx.check(k1, {}, 0) == Repeat(0, (1.0, 2.0), (("trainable_pct", 2.0),))
-    assert idx.check(k2, {k2: 4}, 0) == Repeat(4, None)  # still training: values unknown
-    assert idx.check(k2, {}, 0) is None  # new
-    assert idx.check(k1, {}, MAX_REPEAT_ASKS) is None  # the sampler insists: train it
+    assert idx.check(k1, {}) == Repeat(0, (1.0, 2.0), (("trainable_pct", 2.0),))
+    assert idx.check(k2, {k2: 4}) == Repeat(4, None)  # still training: values unknown
+    assert idx.check(k2, {}) is None  # new
+    assert idx.untried({k2: 4}) == [k3]
     # every point trained or running: nothing new is left, a repeat trains
-    assert idx.check(k1, {k2: 4, k3: 5}, 0) is None
+    assert idx.check(k1, {k2: 4, k3: 5}) is None
+
+
+def test_a_sampler_stuck_on_known_points_gets_an_untried_one() -> None:
+    """After MAX_REPEAT_ASKS repeats in a row the next ask is an untried point (enqueued)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    points = [{"method": "lora", "lora_rank": r} for r in (4, 8, 16)]
+    idx = RepeatIndex(points)
+    dists = {
+        "method": optuna.distributions.CategoricalDistribution(["lora"]),
+        "lora_rank": optuna.distributions.CategoricalDistribution([4, 8, 16]),
+    }
+    first = study.ask(dists)
+    study.tell(first, 1.0)
+    idx.add_values(point_key(first.params), first.number, [1.0], {})
+    known = point_key(first.params)
+    for i in range(MAX_REPEAT_ASKS):
+        t = study.ask(dists)
+        assert idx.screen(study, t, known, {}, i)  # the stuck sampler proposes `known` again
+    nxt = study.ask(dists)  # the enqueued untried point
+    assert point_key(nxt.params) in idx.untried({}) and point_key(nxt.params) != known
+    assert idx.repeats == MAX_REPEAT_ASKS
 
 
 def _sweep(sampler: str, seed: int, trials: int, concurrency: int = 1) -> tuple[list[dict[str, Any]], Any]:
