@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,10 +100,6 @@ class RepeatIndex:
         self.repeats = 0  # proposals told as repeats (not trained)
         self._synced = False
 
-    @property
-    def size(self) -> int | None:
-        return len(self.points) if self.points is not None else None
-
     def sync(self, study: optuna.Study, active: Any) -> None:
         """Index the study's trained trials once (``active(params) -> active params``)."""
         if self._synced:
@@ -134,7 +130,7 @@ class RepeatIndex:
         """The known point ``key`` repeats, or None when it should be trained (new, or nothing new
         is left: every point of a finite space trained or running).
         ``running``: keys of the points training now -> their Optuna trial numbers."""
-        if self.points is not None and not self.untried(running):
+        if self.points is not None and not any(self._untried(running)):
             return None
         if key in self.trained:
             return self.trained[key]
@@ -144,11 +140,12 @@ class RepeatIndex:
 
     def untried(self, running: Mapping[PointKey, int]) -> list[PointKey]:
         """Keys of the finite space's points neither trained nor running (empty when infinite)."""
-        if self.points is None:
-            return []
-        return [
-            k for k in self.points if k not in self.trained and k not in running and k not in self.rejected
-        ]
+        return list(self._untried(running))
+
+    def _untried(self, running: Mapping[PointKey, int]) -> Iterator[PointKey]:
+        for k in self.points or ():
+            if k not in self.trained and k not in running and k not in self.rejected:
+                yield k
 
     def screen(
         self, study: optuna.Study, trial: Any, key: PointKey, running: Mapping[PointKey, int], in_a_row: int

@@ -114,11 +114,6 @@ class SearchSpace:
             return None
         return grid_points(s, lrs)
 
-    def size(self) -> int | None:
-        """How many distinct points the space has (None: infinite)."""
-        points = self.points()
-        return len(points) if points is not None else None
-
     def active(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` without the parameters its method does not use (flat encoding's extras)."""
         rec = _Recorder(params)

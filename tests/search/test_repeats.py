@@ -42,9 +42,10 @@ def _result(p: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def test_space_size_counts_the_distinct_points() -> None:
-    assert SearchSpace(SPACE).size() == 10 == len(grid_points(SPACE, [1e-3, 3e-3]))
+    points = SearchSpace(SPACE).points()
+    assert points is not None and len(points) == 10 == len(grid_points(SPACE, [1e-3, 3e-3]))
     continuous = SPACE.model_copy(update={"lr_grid": None})
-    assert SearchSpace(continuous).size() is None  # a continuous lr: no two proposals are equal
+    assert SearchSpace(continuous).points() is None  # a continuous lr: no two proposals are equal
 
 
 def test_point_key_ignores_inactive_nan_and_int_float_spelling() -> None:
