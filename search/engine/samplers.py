@@ -33,9 +33,9 @@ isolated measurement), :meth:`suggest` returns ``None`` (Tune asks again later) 
 
 **No repeats.** A proposal equal to a point the study has already trained (or is training) takes
 no slot: it is told to Optuna at once with the trained point's values (FAIL while that point still
-trains) and the searcher asks again (:mod:`search.engine.repeats`; on the real recorded grid this
-lifted TPE's worst tuning seed from 0.92 to 0.98 of the grid's hypervolume). Once a finite space
-is exhausted, repeats train.
+trains, PRUNED when MO-ASHA stopped it) and the searcher asks again (:mod:`search.engine.repeats`;
+on the real recorded grid this lifted TPE's worst tuning seed from 0.92 to 0.98 of the grid's
+hypervolume). Once a finite space is exhausted, repeats train.
 
 **Truthful tells.** Ray's ``OptunaSearch.on_trial_complete`` tells ``COMPLETE`` with the *last
 reported* values of any trial that ends, so a trial stopped early by a scheduler would enter the
@@ -383,11 +383,14 @@ class TruthfulOptunaSearch(OptunaSearch):
             logger.warning("optuna tell failed for %s: %s", trial_id, exc)
         else:
             index = getattr(self, "_repeats", None)
+            key = point_key(self._active(ot_trial.params))
             if state == TrialState.COMPLETE and values is not None and index is not None:
                 attrs = {
                     m: result[m] for m in self._constraint_metrics if result and result.get(m) is not None
                 }
-                index.add_values(point_key(self._active(ot_trial.params)), ot_trial.number, values, attrs)
+                index.add_values(key, ot_trial.number, values, attrs)
+            elif state == TrialState.PRUNED and index is not None:
+                index.add_pruned(key, ot_trial.number)
         self._completed_trials.add(trial_id)
         self.told[trial_id] = state.name
 

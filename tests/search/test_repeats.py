@@ -160,3 +160,41 @@ def test_a_searcher_on_a_restored_study_knows_the_trained_points() -> None:
     new = [again.suggest(f"n{i}") for i in range(4)]
     seen = {point_key(c) for c in trained}
     assert all(c is not None and point_key(c) not in seen for c in new), new
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_point_stopped_early_is_not_trained_again(sampler: str) -> None:
+    """MO-ASHA's decision stands: a point it stopped is known (told PRUNED again, no slot). Before,
+    TPE re-proposed good-looking stopped points and trained them again."""
+    s = make_searcher(sampler, 0, SPACE, OBJ, MODES, startup_trials=2)
+    trained = []
+    for i in range(10):
+        cfg = s.suggest(f"t{i}")
+        assert cfg is not None
+        trained.append(point_key(cfg))
+        stopped = cfg["method"] == "lora" or cfg["lr"] == 3e-3  # half the space stops at a rung
+        s.on_trial_complete(
+            f"t{i}", {"final": False, "status": "running", "ap": 1.0} if stopped else _result(cfg)
+        )
+    assert len(set(trained)) == 10  # the 10-point space is covered, no stopped point retrained
+    study = s._ot_study
+    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+    pruned_repeats = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if REPEAT_ATTR in t.user_attrs and t.state == TrialState.PRUNED
+    ]
+    for t in pruned_repeats:  # each repeats a stopped original, in the original's state
+        assert numbers[t.user_attrs[REPEAT_ATTR]].state == TrialState.PRUNED
+    if sampler == "tpe":
+        assert pruned_repeats  # TPE does propose stopped points again: the filter caught them
+
+
+def test_index_restored_from_a_study_knows_the_stopped_points() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    dists = {"method": optuna.distributions.CategoricalDistribution(["a", "b"])}
+    t = study.ask(dists)
+    study.tell(t, state=TrialState.PRUNED)
+    idx = RepeatIndex([{"method": "a"}, {"method": "b"}])
+    idx.sync(study, lambda p: p)
+    assert idx.check(point_key(t.params), {}) == Repeat(t.number, None, pruned=True)
