@@ -47,6 +47,7 @@ from search.benchmarks.recorded import (
     sweep_reference,
 )
 from search.benchmarks.replay_trial import ReplayContext, config_key, replay_trial
+from search.config import EarlyStopping
 
 __all__ = [
     "CurveTable",
@@ -164,10 +165,10 @@ def run_replay(
     concurrency: int = 4,
     early_stopping: bool = True,
     seconds_per_iteration: float = 0.002,
-    grace_fraction: float = 0.125,
-    eta: float = 2.0,
+    stopping: EarlyStopping | None = None,
 ) -> ReplayRun:
-    """One sweep of ``trials`` trained trials through Ray Tune + the searcher (+ MO-ASHA)."""
+    """One sweep of ``trials`` trained trials through Ray Tune + the searcher (+ MO-ASHA with
+    ``stopping``'s rungs and selection; default: a sweep's default)."""
     import ray
     from ray import tune
 
@@ -188,8 +189,14 @@ def run_replay(
     max_t = max(ct.table.space.iterations)
     scheduler = None
     if early_stopping and ct.has_curves:
+        es = stopping or EarlyStopping()
         scheduler = MOASHAScheduler(
-            _NAMES, _MODES, grace=max(1, int(round(grace_fraction * max_t))), eta=eta, max_t=max_t
+            _NAMES,
+            _MODES,
+            grace=es.grace_for(max_t),
+            eta=es.reduction_factor,
+            max_t=max_t,
+            selection=es.selection,
         )
     ctx = _context(ct, seconds_per_iteration)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -224,7 +231,7 @@ def run_replay(
             (
                 float(m.get("timestamp", 0.0)),
                 vals,
-                "completed" if done else str(m.get("status", "pruned")),
+                "completed" if done else ("failed" if m.get("status") == "failed" else "pruned"),
                 int(m.get("iteration") or 0),
             )
         )

@@ -17,11 +17,23 @@ Rungs sit at ``grace * eta**k`` (k = 0, 1, ...) of the trial's ``time_attr`` (ou
 ``iteration``), below ``max_t`` (as fractions of ``max_t`` with ``fidelity="fraction"``). The
 first time a trial's report reaches a rung, its objective
 vector (e.g. intermediate AP, trainable_pct, latency_ms; converted to minimisation) is recorded
-at that rung. The trial continues only if fewer than ``ceil(n / eta)`` of the ``n`` vectors
-recorded at the rung are *better* than its own, where better means a lower non-dominated rank,
-or the same rank and a larger NSGA-II crowding distance (ties favour the trial being decided,
-like ASHA's ``>= cutoff``). So a trial is never stopped while it is non-dominated and unique in
-crowding, and dominated trials are stopped once enough trials reached the rung.
+at that rung. The trial continues only if it is among the first ``ceil(n / eta)`` of the ``n``
+vectors recorded at the rung in the *selection order* (``selection``):
+
+- ``"epsnet"`` (the default; the ordering Schmucker et al. recommend for MO-ASHA, 2021):
+  non-dominated rank by rank; within the first rank the best point in the first objective (AP)
+  comes first, then, again and again, the point farthest (Chebyshev distance, objectives scaled
+  to the rung's range) from those already ordered. It spreads the continued trials over the
+  front instead of keeping every non-dominated one.
+- ``"rank"``: a lower non-dominated rank first, within a rank a larger NSGA-II crowding distance
+  (ties favour the trial being decided, like ASHA's ``>= cutoff``): a trial is never stopped while
+  it is non-dominated and unique in crowding.
+
+Measured on the real recorded grid (simulated replay, TPE at concurrency 4, 51 of 153 trials,
+tuning seeds 100-159, ``search/benchmarks/early_stopping_cpu.txt``): with rungs at 1/4 and 3/4 of
+the schedule (eta 3) "epsnet" saved 2.06-2.11x of the training compute and kept 0.958-0.967 of the
+hypervolume of the same sweep without stopping; "rank" 1.86x and 0.972-0.984; rungs at 1/8, 1/4
+and 1/2 (eta 2, the earlier default) 1.87x at 0.953-0.959.
 
 Decisions are asynchronous (no waiting for a rung to fill), as in ASHA. Final results
 (``final=True``) are never judged. The rung records persist to ``state_path`` (JSON) when
@@ -44,7 +56,10 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.results.pareto import crowding_distance, non_dominated_ranks, to_min
 
-__all__ = ["MOASHAScheduler", "rung_levels", "rung_fractions", "promote"]
+__all__ = ["MOASHAScheduler", "SELECTIONS", "rung_levels", "rung_fractions", "promote", "epsnet_order"]
+
+# Orders a rung may continue its trials in (module docstring).
+SELECTIONS = ("epsnet", "rank")
 
 
 def rung_levels(grace: int, eta: float, max_t: int) -> list[int]:
@@ -66,9 +81,37 @@ def rung_fractions(grace: int, eta: float, max_t: int) -> list[float]:
     return [r / max_t for r in rung_levels(grace, eta, max_t)]
 
 
-def promote(vectors: np.ndarray, index: int, eta: float) -> bool:
+def epsnet_order(vectors: np.ndarray) -> list[int]:
+    """Row indices of the minimisation matrix ``vectors`` in EpsNet order (module docstring)."""
+    v = np.asarray(vectors, dtype=float)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    z = (v - lo) / np.where(hi > lo, hi - lo, 1.0)
+    ranks = non_dominated_ranks(v)
+    order: list[int] = []
+    # Chebyshev distance of every row to the nearest row already ordered
+    nearest = np.full(len(v), np.inf)
+
+    def take(i: int, left: list[int]) -> None:
+        nonlocal nearest
+        order.append(i)
+        left.remove(i)
+        nearest = np.minimum(nearest, np.max(np.abs(z - z[i]), axis=1))
+
+    for r in np.unique(ranks):
+        left = [int(i) for i in np.where(ranks == r)[0]]
+        if not order:  # the best point in the first objective (ties: the next objectives)
+            take(min(left, key=lambda i: (*z[i], i)), left)
+        while left:  # the farthest from those ordered (ties: the earlier row)
+            take(max(left, key=lambda i: (nearest[i], -i)), left)
+    return order
+
+
+def promote(vectors: np.ndarray, index: int, eta: float, selection: str = "rank") -> bool:
     """Decision for row ``index`` of the minimisation matrix ``vectors`` (rule in module docstring)."""
     n = vectors.shape[0]
+    keep = max(1, math.ceil(n / eta))
+    if selection == "epsnet":
+        return index in epsnet_order(vectors)[:keep]
     ranks = non_dominated_ranks(vectors)
     crowd = np.zeros(n)
     for r in np.unique(ranks):
@@ -76,7 +119,6 @@ def promote(vectors: np.ndarray, index: int, eta: float) -> bool:
         crowd[idx] = crowding_distance(vectors[idx])
     mine_r, mine_c = ranks[index], crowd[index]
     better = int(np.sum((ranks < mine_r) | ((ranks == mine_r) & (crowd > mine_c))))
-    keep = max(1, math.ceil(n / eta))
     return better < keep
 
 
@@ -95,6 +137,7 @@ class MOASHAScheduler(FIFOScheduler):
         state_path: str | os.PathLike[str] | None = None,
         fidelity: str = "fraction",
         total_attr: str = "iterations",
+        selection: str = "epsnet",
     ) -> None:
         super().__init__()
         if len(metrics) != len(modes) or not metrics:
@@ -106,6 +149,9 @@ class MOASHAScheduler(FIFOScheduler):
         if fidelity not in ("fraction", "iterations"):
             raise ValueError(f"fidelity: {fidelity!r}; allowed: fraction, iterations")
         self.fidelity = fidelity
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection: {selection!r}; allowed: {', '.join(SELECTIONS)}")
+        self.selection = selection
         self.max_t = max_t
         self.total_attr = total_attr
         # Rung records are keyed by the rung's iteration count (iterations) or by its fraction.
@@ -180,7 +226,7 @@ class MOASHAScheduler(FIFOScheduler):
             changed = True
             ids = list(recs)
             mat = to_min(np.array([recs[i] for i in ids]), self.modes)
-            if not promote(mat, ids.index(trial_id), self.eta):
+            if not promote(mat, ids.index(trial_id), self.eta, self.selection):
                 # The rung's iteration for this trial (fraction x its own length).
                 self.stopped[trial_id] = int(round(rung * length)) if self.fidelity == "fraction" else rung
                 decision = TrialScheduler.STOP
@@ -196,5 +242,6 @@ class MOASHAScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         return (
             f"MO-ASHA on {self.metrics} rungs={self.rungs} ({self.fidelity}) eta={self.eta} "
+            f"selection={self.selection} "
             f"stopped={len(self.stopped)}"
         )

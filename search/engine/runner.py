@@ -301,9 +301,10 @@ def _tuner(
                     config.metric_names,
                     config.modes,
                     time_attr="iteration",
-                    grace=config.early_stopping.grace_iterations,
+                    grace=config.early_stopping.grace_for(max(config.space.iterations)),
                     eta=config.early_stopping.reduction_factor,
                     max_t=max(config.space.iterations),
+                    selection=config.early_stopping.selection,
                     state_path=out / "state" / f"scheduler-{s.name}.json",
                 )
                 for s in studies

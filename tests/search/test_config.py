@@ -49,6 +49,8 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         ("budget.concurrency", "many", ["budget.concurrency"]),
         ("sampler.name", "cmaes", ["sampler.name", "'nsga2', 'tpe', 'gp' or 'random'"]),
         ("early_stopping.reduction_factor", 1.0, ["early_stopping.reduction_factor"]),
+        ("early_stopping.grace_fraction", 1.0, ["early_stopping.grace_fraction", "less than 1"]),
+        ("early_stopping.selection", "best", ["early_stopping.selection", "'epsnet' or 'rank'"]),
         ("trial.function", "no_colon", ["trial.function", "package.module:function"]),
         ("wandb.mode", "cloud", ["wandb.mode", "'auto', 'online', 'offline' or 'disabled'"]),
         ("domains", ["mars"], ["domains[0]", "mars", "allowed: source, clean"]),
@@ -215,3 +217,12 @@ def test_lora_targets_default_to_the_family_recipe() -> None:
     assert build_method_config(name, **params).targets == ()  # type: ignore[attr-defined]
     explicit = parse_config({**GOOD, "space": {"lora": {"targets": [["enc_self_qv", "dec_cross_qv"], []]}}})
     assert explicit.space.lora.targets == [["enc_self_qv", "dec_cross_qv"], []]
+
+
+def test_early_stopping_grace_is_a_fraction_of_the_longest_schedule_unless_given() -> None:
+    from search.config import EarlyStopping
+
+    assert EarlyStopping().grace_for(80) == 20  # default: rungs at 1/4 (and 3/4 with eta 3)
+    assert EarlyStopping(grace_fraction=0.1).grace_for(5) == 1  # never below one iteration
+    assert EarlyStopping(grace_iterations=7).grace_for(80) == 7
+    assert EarlyStopping().selection == "epsnet" and EarlyStopping().reduction_factor == 3

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 
 from search.config import parse_config
-from search.engine.mo_asha import MOASHAScheduler, promote, rung_levels
+from search.engine.mo_asha import MOASHAScheduler, epsnet_order, promote, rung_levels
 from search.engine.samplers import ConstraintFunction, TruthfulOptunaSearch, make_sampler, optuna_state_for
 from search.engine.space import SearchSpace
 
@@ -42,8 +42,9 @@ def _curve(apmax: float, t: int) -> float:
 
 
 def test_mo_asha_on_synthetic_objective(tmp_path: Path) -> None:
-    """Eight trials: (ap_max, pct, latency). Trials dominated at a rung stop there; the
-    non-dominated ones (including a cheap low-AP one a single-metric ASHA would cut) run to the end."""
+    """Eight trials: (ap_max, pct, latency). With the "rank" selection trials dominated at a rung
+    stop there; the non-dominated ones (including a cheap low-AP one a single-metric ASHA would
+    cut) run to the end."""
     trials = {
         "good": (0.60, 1.0, 10.0),
         "cheap": (0.30, 0.1, 10.0),  # low AP but the fewest params: non-dominated
@@ -54,7 +55,9 @@ def test_mo_asha_on_synthetic_objective(tmp_path: Path) -> None:
         "bad4": (0.50, 1.5, 11.0),
         "bad5": (0.25, 1.2, 10.5),
     }
-    sched = MOASHAScheduler(METRICS, MODES, grace=10, eta=2, max_t=80, state_path=tmp_path / "s.json")
+    sched = MOASHAScheduler(
+        METRICS, MODES, grace=10, eta=2, max_t=80, state_path=tmp_path / "s.json", selection="rank"
+    )
     reached: dict[str, int] = {}
     for name, (apm, pct, lat) in trials.items():  # sequential arrival, as with concurrency 1
         for t in range(10, 81, 10):
@@ -68,7 +71,9 @@ def test_mo_asha_on_synthetic_objective(tmp_path: Path) -> None:
     assert all(reached[f"bad{i}"] < 80 for i in range(1, 6)), reached
     assert set(sched.stopped) == {f"bad{i}" for i in range(1, 6)}
     # the rung records persist; a fresh scheduler (a restored sweep) sees them and keeps the decision
-    again = MOASHAScheduler(METRICS, MODES, grace=10, eta=2, max_t=80, state_path=tmp_path / "s.json")
+    again = MOASHAScheduler(
+        METRICS, MODES, grace=10, eta=2, max_t=80, state_path=tmp_path / "s.json", selection="rank"
+    )
     assert (
         again.decide("bad1", {"iteration": 40, "ap": 0.9, "trainable_pct": 0.0, "latency_ms": 0.0}) == "STOP"
     )
@@ -155,3 +160,41 @@ def test_initial_points_are_tried_first() -> None:
     )
     assert s.suggest("a") == point
     assert s.suggest("b") is not None
+
+
+def _chebyshev_epsnet(z: np.ndarray) -> list[int]:
+    """EpsNet written out plainly for a single front (an independent check of the fast version):
+    the best first objective first, then repeatedly the row whose nearest ordered row is farthest."""
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    u = (z - lo) / np.where(hi > lo, hi - lo, 1.0)
+    order = [int(np.lexsort(u.T[::-1])[0])]
+    while len(order) < len(z):
+        rest = [i for i in range(len(z)) if i not in order]
+        dist = [min(float(np.max(np.abs(u[i] - u[j]))) for j in order) for i in rest]
+        order.append(rest[int(np.argmax(dist))])
+    return order
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_epsnet_order_on_one_front_matches_the_plain_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.random(12)
+    front = np.column_stack([x, 1 - x])  # 12 mutually non-dominated points
+    assert epsnet_order(front) == _chebyshev_epsnet(front)
+
+
+def test_epsnet_orders_rank_by_rank_and_spreads_over_the_front() -> None:
+    # minimisation: (-ap, pct). Front: a (best AP), b (cheapest), c (middle); d dominated by c.
+    m = np.array([[-0.9, 5.0], [-0.1, 0.1], [-0.5, 2.0], [-0.4, 2.5], [-0.85, 4.9]])
+    order = epsnet_order(m)
+    assert order[0] == 0  # the best AP first
+    assert order[1] == 1  # then the farthest from it: the other end of the front
+    assert order.index(3) == 4  # the dominated point comes after every non-dominated one
+    assert order.index(4) > order.index(2)  # a near-copy of a chosen point waits for the spread
+    # with eta 2, 3 of 5 continue: both ends and the middle, not the near-copy of the best
+    assert [promote(m, i, 2, "epsnet") for i in range(5)] == [True, True, True, False, False]
+
+
+def test_unknown_selection_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="selection: 'best'"):
+        MOASHAScheduler(METRICS, MODES, selection="best")
