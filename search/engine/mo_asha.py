@@ -31,9 +31,10 @@ vectors recorded at the rung in the *selection order* (``selection``):
 
 Measured on the real recorded grid (simulated replay, TPE at concurrency 4, 51 of 153 trials,
 tuning seeds 100-159, ``search/benchmarks/early_stopping_cpu.txt``): with rungs at 1/4 and 3/4 of
-the schedule (eta 3) "epsnet" saved 2.06-2.11x of the training compute and kept 0.958-0.967 of the
-hypervolume of the same sweep without stopping; "rank" 1.86x and 0.972-0.984; rungs at 1/8, 1/4
-and 1/2 (eta 2, the earlier default) 1.87x at 0.953-0.959.
+the schedule (eta 3) "epsnet" saved 2.09x of the training compute and kept 0.961 of the
+hypervolume of the same sweep without stopping, "rank" 1.86x and 0.976; rungs at 1/8, 1/4 and 1/2
+with "rank" (eta 2, the earlier default) 1.88x and 0.955. Through Ray on seeds 0-9 the default
+saved 2.01x at 0.962 (``search_engine_cpu.txt``).
 
 Decisions are asynchronous (no waiting for a rung to fill), as in ASHA. Final results
 (``final=True``) are never judged. The rung records persist to ``state_path`` (JSON) when
