@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,11 +49,16 @@ from search.benchmarks.recorded import (
 from search.benchmarks.replay_trial import ReplayContext, config_key, replay_trial
 from search.config import EarlyStopping
 
+if TYPE_CHECKING:
+    from search.engine.mo_asha import MOASHAScheduler
+    from search.engine.samplers import TruthfulOptunaSearch
+
 __all__ = [
     "CurveTable",
     "ReplayRun",
     "load_curve_table",
     "run_replay",
+    "sweep_parts",
     "run_engine_bench",
     "engine_runs_per_table",
 ]
@@ -156,6 +161,42 @@ def _context(ct: CurveTable, seconds_per_iteration: float) -> ReplayContext:
     )
 
 
+def sweep_parts(
+    ct: CurveTable,
+    sampler: str,
+    seed: int,
+    *,
+    early_stopping: bool = True,
+    stopping: EarlyStopping | None = None,
+) -> tuple[TruthfulOptunaSearch, MOASHAScheduler | None]:
+    """The replayed sweep's searcher (:func:`search.engine.samplers.make_searcher` with the
+    sampler's default settings) and its MO-ASHA (``stopping``, default a sweep's default; None when
+    stopping is off or the table has no curves)."""
+    from search.config import SamplerSettings
+    from search.engine.mo_asha import MOASHAScheduler
+    from search.engine.samplers import make_searcher
+
+    defaults = SamplerSettings()
+    searcher = make_searcher(
+        sampler,
+        seed,
+        ct.table.space,
+        _NAMES,
+        _MODES,
+        population_size=defaults.population_size,
+        startup_trials=defaults.startup_trials,
+    )
+    if not (early_stopping and ct.has_curves):
+        return searcher, None
+    es = stopping or EarlyStopping()
+    max_t = max(ct.table.space.iterations)
+    grace = es.grace_for(max_t)
+    scheduler = MOASHAScheduler(
+        _NAMES, _MODES, grace=grace, eta=es.reduction_factor, max_t=max_t, selection=es.selection
+    )
+    return searcher, scheduler
+
+
 def run_replay(
     ct: CurveTable,
     sampler: str,
@@ -172,32 +213,7 @@ def run_replay(
     import ray
     from ray import tune
 
-    from search.config import SamplerSettings
-    from search.engine.mo_asha import MOASHAScheduler
-    from search.engine.samplers import make_searcher
-
-    defaults = SamplerSettings()
-    searcher = make_searcher(
-        sampler,
-        seed,
-        ct.table.space,
-        _NAMES,
-        _MODES,
-        population_size=defaults.population_size,
-        startup_trials=defaults.startup_trials,
-    )
-    max_t = max(ct.table.space.iterations)
-    scheduler = None
-    if early_stopping and ct.has_curves:
-        es = stopping or EarlyStopping()
-        scheduler = MOASHAScheduler(
-            _NAMES,
-            _MODES,
-            grace=es.grace_for(max_t),
-            eta=es.reduction_factor,
-            max_t=max_t,
-            selection=es.selection,
-        )
+    searcher, scheduler = sweep_parts(ct, sampler, seed, early_stopping=early_stopping, stopping=stopping)
     ctx = _context(ct, seconds_per_iteration)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if not ray.is_initialized():

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from search.benchmarks.engine_replay import _MODES, _NAMES, CurveTable, ReplayRun, _context, _hv
+from search.benchmarks.engine_replay import _NAMES, CurveTable, ReplayRun, _context, _hv, sweep_parts
 from search.benchmarks.replay_trial import config_key
-from search.config import EarlyStopping, SamplerSettings
+from search.config import EarlyStopping
 
 __all__ = ["StoppingEffect", "simulate_replay", "stopping_effect", "parse_stopping"]
 
@@ -57,31 +57,7 @@ def simulate_replay(
     """One sweep of ``trials`` trained trials (as :func:`engine_replay.run_replay`, simulated)."""
     from ray.tune.schedulers import TrialScheduler
 
-    from search.engine.mo_asha import MOASHAScheduler
-    from search.engine.samplers import make_searcher
-
-    defaults = SamplerSettings()
-    searcher = make_searcher(
-        sampler,
-        seed,
-        ct.table.space,
-        _NAMES,
-        _MODES,
-        population_size=defaults.population_size,
-        startup_trials=defaults.startup_trials,
-    )
-    max_t = max(ct.table.space.iterations)
-    scheduler = None
-    if early_stopping and ct.has_curves:
-        es = stopping or EarlyStopping()
-        scheduler = MOASHAScheduler(
-            _NAMES,
-            _MODES,
-            grace=es.grace_for(max_t),
-            eta=es.reduction_factor,
-            max_t=max_t,
-            selection=es.selection,
-        )
+    searcher, scheduler = sweep_parts(ct, sampler, seed, early_stopping=early_stopping, stopping=stopping)
     ctx = _context(ct, 0.0)
     events: list[tuple[int, int, _Running]] = []
     order = itertools.count()  # ties in time: first scheduled, first served
