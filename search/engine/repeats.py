@@ -16,9 +16,10 @@ before it takes a slot:
   original was, and asked again. Without this, TPE under MO-ASHA re-proposed the good-looking
   points it had just seen stopped and retrained them: 7-17 of a 51-trial sweep's trials on the
   real grid (tuning seeds 100-109), compute spent to repeat a decision already made;
-- after :data:`MAX_REPEAT_ASKS` repeats in a row on a finite space (the sampler keeps proposing
-  known points: near exhaustion TPE may need hundreds of asks to hit the last untried ones), the
-  untried point closest to what it proposed (fewest parameters differing; ties at random) is
+- after :data:`MAX_REPEAT_ASKS` repeats in a row (the index's ``max_asks``: fewer for a sampler
+  whose ask is slow) on a finite space (the sampler keeps proposing known points: near exhaustion
+  TPE may need hundreds of asks to hit the last untried ones), the untried point closest to what
+  it proposed (fewest parameters differing; ties at random) is
   enqueued (``study.enqueue_trial``) and the next ask gets it: the search stays where the sampler
   wanted it, on a point not trained yet;
 - once every point of a finite space is trained or training, a repeat is trained after all
@@ -94,12 +95,17 @@ class RepeatIndex:
 
     ``points``: every point of a finite space (active parameters; None: infinite, e.g. a
     continuous learning rate); ``constraint_metrics``: the user attributes copied onto a repeat's
-    tell, so a constrained sampler reads the same constraint values for it."""
+    tell, so a constrained sampler reads the same constraint values for it; ``max_asks``: repeats in
+    a row before the closest untried point is enqueued (fewer for a sampler whose ask is slow)."""
 
     def __init__(
-        self, points: Sequence[Mapping[str, Any]] | None, constraint_metrics: Sequence[str] = ()
+        self,
+        points: Sequence[Mapping[str, Any]] | None,
+        constraint_metrics: Sequence[str] = (),
+        max_asks: int = MAX_REPEAT_ASKS,
     ) -> None:
         self.points = {point_key(p): dict(p) for p in points} if points is not None else None
+        self.max_asks = max(1, int(max_asks))
         self.constraint_metrics = list(constraint_metrics)
         self.trained: dict[PointKey, Repeat] = {}
         self.rejected: set[PointKey] = set()  # infeasible points (decided before training)
@@ -165,15 +171,15 @@ class RepeatIndex:
         self, study: optuna.Study, trial: Any, key: PointKey, running: Mapping[PointKey, int], in_a_row: int
     ) -> bool:
         """True when ``trial`` (proposing ``key``) repeats a known point: it is told as a repeat and
-        the caller asks again; the ``MAX_REPEAT_ASKS``-th repeat in a row enqueues the untried point
+        the caller asks again; the ``max_asks``-th repeat in a row enqueues the untried point
         closest to ``key`` for that ask. False: train ``trial``."""
-        if in_a_row >= MAX_REPEAT_ASKS and self.points is None:
+        if in_a_row >= self.max_asks and self.points is None:
             return False  # an infinite space cannot run out of new points: train what comes
         repeat = self.check(key, running)
         if repeat is None:
             return False
         self.tell(study, trial, repeat)
-        if in_a_row + 1 >= MAX_REPEAT_ASKS and self.points is not None:
+        if in_a_row + 1 >= self.max_asks and self.points is not None:
             fresh = self.untried(running)
             if fresh:
                 study.enqueue_trial(self.points[closest(key, fresh, random.Random(int(trial.number)))])

@@ -67,12 +67,13 @@ from ray.tune.search.optuna import OptunaSearch
 from search.config import SearchSpaceConfig
 from search.engine.feasibility import PointCosts, violations
 from search.engine.latency_profile import LatencyPending
-from search.engine.repeats import REJECTED_ATTR, RepeatIndex, point_key, running_keys
+from search.engine.repeats import MAX_REPEAT_ASKS, REJECTED_ATTR, RepeatIndex, point_key, running_keys
 from search.engine.space import SearchSpace
 
 __all__ = [
     "ConstraintFunction",
     "ENCODINGS",
+    "REPEAT_ASKS",
     "encoding_for",
     "make_sampler",
     "make_searcher",
@@ -84,6 +85,13 @@ logger = logging.getLogger(__name__)
 
 # The space encoding each sampler gets (see module docstring).
 ENCODINGS: dict[str, str] = {"tpe": "conditional", "nsga2": "flat", "gp": "flat", "random": "conditional"}
+
+
+# Repeats in a row before the searcher asks for the closest untried point instead
+# (search.engine.repeats): each turned-away proposal is another ask, milliseconds for TPE, NSGA-II
+# and random, but about 2 s for GP on the real grid (its acquisition optimisation), where GP kept
+# proposing trained points: 439 such asks and one 51-trial replay unfinished after 18 minutes.
+REPEAT_ASKS: dict[str, int] = {"gp": 3}  # others: MAX_REPEAT_ASKS
 
 
 def encoding_for(sampler: optuna.samplers.BaseSampler) -> str:
@@ -204,6 +212,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         reject_sink: Callable[[dict[str, Any], dict[str, float], str], None] | None = None,
         max_rejections: int = 2000,
         skip_repeats: bool = True,
+        max_repeat_asks: int = MAX_REPEAT_ASKS,
         **kwargs: Any,
     ) -> None:
         space = kwargs.get("space")
@@ -219,6 +228,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         self._reject_sink = reject_sink
         self._max_rejections = int(max_rejections)
         self._skip_repeats = bool(skip_repeats)
+        self._max_repeat_asks = int(max_repeat_asks)
         self._repeats: RepeatIndex | None = None  # built on first use (search.engine.repeats)
         self._held: tuple[Any, dict[str, Any]] | None = None  # (optuna trial, params) awaiting latency
         self.told: dict[str, str] = {}  # trial_id -> state name, for tests and the store
@@ -302,7 +312,8 @@ class TruthfulOptunaSearch(OptunaSearch):
             return False
         if getattr(self, "_repeats", None) is None:
             points = self._space.points() if isinstance(self._space, SearchSpace) else None
-            self._repeats = RepeatIndex(points, self._constraint_metrics)
+            max_asks = getattr(self, "_max_repeat_asks", MAX_REPEAT_ASKS)
+            self._repeats = RepeatIndex(points, self._constraint_metrics, max_asks=max_asks)
         assert self._repeats is not None
         self._repeats.sync(self._ot_study, self._active)
         running = running_keys(
@@ -431,5 +442,6 @@ def make_searcher(
         fill_values=fill_values,
         reject_sink=reject_sink,
         skip_repeats=skip_repeats,
+        max_repeat_asks=REPEAT_ASKS.get(sampler, MAX_REPEAT_ASKS),
         **kwargs,
     )

@@ -125,20 +125,12 @@ def test_curves_from_the_recorders_side_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_replay_through_tune_with_and_without_early_stopping(tmp_path: Path) -> None:
-    import ray
-
+def test_replay_through_tune_with_and_without_early_stopping(ray_session: None, tmp_path: Path) -> None:
     from search.benchmarks.engine_replay import load_curve_table, run_replay
 
     ct = load_curve_table(write_curve_table(tmp_path / "t.csv"))
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        full = run_replay(
-            ct, "random", 0, 14, concurrency=4, early_stopping=False, seconds_per_iteration=0.001
-        )
-        es = run_replay(ct, "random", 0, 14, concurrency=4, early_stopping=True, seconds_per_iteration=0.001)
-    finally:
-        ray.shutdown()
+    full = run_replay(ct, "random", 0, 14, concurrency=4, early_stopping=False, seconds_per_iteration=0.001)
+    es = run_replay(ct, "random", 0, 14, concurrency=4, early_stopping=True, seconds_per_iteration=0.001)
     # Without stopping every trial trains its 40 iterations and completes.
     assert len(full.values) == 14 and full.pruned == 0 and full.iterations_trained == 14 * 40
     assert np.all(np.isfinite(full.values))

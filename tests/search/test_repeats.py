@@ -198,3 +198,23 @@ def test_index_restored_from_a_study_knows_the_stopped_points() -> None:
     idx = RepeatIndex([{"method": "a"}, {"method": "b"}])
     idx.sync(study, lambda p: p)
     assert idx.check(point_key(t.params), {}) == Repeat(t.number, None, pruned=True)
+
+
+def test_a_slow_sampler_gets_the_untried_point_after_fewer_repeats() -> None:
+    """GP's asks cost seconds: its searcher gives up on repeats after REPEAT_ASKS["gp"] of them."""
+    from search.engine.samplers import REPEAT_ASKS
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    points = [{"method": "lora", "lora_rank": r} for r in (4, 8, 16)]
+    idx = RepeatIndex(points, max_asks=REPEAT_ASKS["gp"])
+    dists = {"lora_rank": optuna.distributions.CategoricalDistribution([4, 8, 16])}
+    first = study.ask(dists)
+    study.tell(first, 1.0)
+    known = point_key({"method": "lora", "lora_rank": first.params["lora_rank"]})
+    idx.add_values(known, first.number, [1.0], {})
+    for i in range(REPEAT_ASKS["gp"]):
+        assert idx.screen(study, study.ask(dists), known, {}, i)
+    assert study.ask(dists).params["lora_rank"] != first.params["lora_rank"]  # the enqueued untried point
+    gp = make_searcher("gp", 0, SPACE, OBJ, MODES)
+    assert gp._max_repeat_asks == REPEAT_ASKS["gp"] < MAX_REPEAT_ASKS
+    assert make_searcher("tpe", 0, SPACE, OBJ, MODES)._max_repeat_asks == MAX_REPEAT_ASKS

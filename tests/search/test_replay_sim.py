@@ -17,11 +17,11 @@ from test_engine_replay import write_curve_table  # noqa: E402
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
-def test_simulated_replay_trains_what_tune_trains_at_concurrency_one(tmp_path: Path, sampler: str) -> None:
+def test_simulated_replay_trains_what_tune_trains_at_concurrency_one(
+    ray_session: None, tmp_path: Path, sampler: str
+) -> None:
     """Same searcher, same MO-ASHA, one slot: the event order is Tune's, so the same trials are
     trained, stopped at the same rungs, with the same values."""
-    import ray
-
     from search.benchmarks.engine_replay import load_curve_table, run_replay
     from search.benchmarks.replay_sim import simulate_replay
     from search.config import EarlyStopping
@@ -29,11 +29,7 @@ def test_simulated_replay_trains_what_tune_trains_at_concurrency_one(tmp_path: P
     ct = load_curve_table(write_curve_table(tmp_path / "t.csv"))
     es = EarlyStopping(grace_fraction=0.25, reduction_factor=2)
     sim = simulate_replay(ct, sampler, 3, 12, concurrency=1, stopping=es)
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        real = run_replay(ct, sampler, 3, 12, concurrency=1, stopping=es, seconds_per_iteration=0.0)
-    finally:
-        ray.shutdown()
+    real = run_replay(ct, sampler, 3, 12, concurrency=1, stopping=es, seconds_per_iteration=0.0)
     assert sim.pruned >= 1  # the table makes MO-ASHA stop something
     assert sim.statuses == real.statuses
     assert sim.iterations_trained == real.iterations_trained
