@@ -188,13 +188,8 @@ def sweep_parts(
     )
     if not (early_stopping and ct.has_curves):
         return searcher, None
-    es = stopping or EarlyStopping()
     max_t = max(ct.table.space.iterations)
-    grace = es.grace_for(max_t)
-    scheduler = MOASHAScheduler(
-        _NAMES, _MODES, grace=grace, eta=es.reduction_factor, max_t=max_t, selection=es.selection
-    )
-    return searcher, scheduler
+    return searcher, MOASHAScheduler.from_config(_NAMES, _MODES, stopping or EarlyStopping(), max_t)
 
 
 def run_replay(

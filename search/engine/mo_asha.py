@@ -55,6 +55,7 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from search.config import EarlyStopping
 from search.results.pareto import crowding_distance, non_dominated_ranks, to_min
 
 __all__ = ["MOASHAScheduler", "SELECTIONS", "rung_levels", "rung_fractions", "promote", "epsnet_order"]
@@ -166,6 +167,27 @@ class MOASHAScheduler(FIFOScheduler):
         self.records: dict[float, dict[str, list[float]]] = {r: {} for r in self.rungs}
         self.stopped: dict[str, Any] = {}
         self._loaded = False
+
+    @classmethod
+    def from_config(
+        cls,
+        metrics: Sequence[str],
+        modes: Sequence[str],
+        config: EarlyStopping,
+        max_t: int,
+        **kwargs: Any,
+    ) -> MOASHAScheduler:
+        """The scheduler a sweep's ``early_stopping`` section describes, for schedules of at most
+        ``max_t`` iterations (``kwargs``: the other constructor arguments, e.g. ``state_path``)."""
+        return cls(
+            metrics,
+            modes,
+            grace=config.grace_for(max_t),
+            eta=config.reduction_factor,
+            max_t=max_t,
+            selection=config.selection,
+            **kwargs,
+        )
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         # Objectives come from the constructor; Tune's single metric (if any) is irrelevant here.

@@ -297,14 +297,12 @@ def _tuner(
     if config.early_stopping.enabled:
         scheduler = StudyScheduler(
             {
-                s.name: MOASHAScheduler(
+                s.name: MOASHAScheduler.from_config(
                     config.metric_names,
                     config.modes,
+                    config.early_stopping,
+                    max(config.space.iterations),
                     time_attr="iteration",
-                    grace=config.early_stopping.grace_for(max(config.space.iterations)),
-                    eta=config.early_stopping.reduction_factor,
-                    max_t=max(config.space.iterations),
-                    selection=config.early_stopping.selection,
                     state_path=out / "state" / f"scheduler-{s.name}.json",
                 )
                 for s in studies

@@ -394,14 +394,15 @@ class TruthfulOptunaSearch(OptunaSearch):
             logger.warning("optuna tell failed for %s: %s", trial_id, exc)
         else:
             index = getattr(self, "_repeats", None)
-            key = point_key(self._active(ot_trial.params))
-            if state == TrialState.COMPLETE and values is not None and index is not None:
-                attrs = {
-                    m: result[m] for m in self._constraint_metrics if result and result.get(m) is not None
-                }
-                index.add_values(key, ot_trial.number, values, attrs)
-            elif state == TrialState.PRUNED and index is not None:
-                index.add_pruned(key, ot_trial.number)
+            if index is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
+                key = point_key(self._active(ot_trial.params))
+                if state == TrialState.PRUNED:
+                    index.add_pruned(key, ot_trial.number)
+                elif values is not None:
+                    attrs = {
+                        m: result[m] for m in self._constraint_metrics if result and result.get(m) is not None
+                    }
+                    index.add_values(key, ot_trial.number, values, attrs)
         self._completed_trials.add(trial_id)
         self.told[trial_id] = state.name
 
