@@ -7,15 +7,16 @@ Two grids:
 
 - ``search`` (:data:`REAL_GRID` x :data:`REAL_LRS`, clean domain, no curves): the table of
   ``peftsweep bench search`` (``tables/recorded_trials.csv``).
-- ``select`` (:data:`SELECT_GRID` x :data:`SELECT_LRS`, one run per synthetic domain, AP every 20
-  iterations): the tables of ``peftsweep bench select`` (``tables/select_<domain>.csv``). Every
-  method family at every learning rate, with LoRA/adapter settings equal to ``peftsweep select``'s
-  pilot (sweep-space defaults), so each pilot configuration is a grid point.
+- ``select`` (:data:`SELECT_GRID` x :data:`SELECT_LRS` with :data:`SELECT_SETTINGS`, one run per
+  synthetic domain, AP every 40 iterations): the tables of ``peftsweep bench select``
+  (``tables/select_<domain>.csv``). Every method family at every learning rate, with LoRA/adapter
+  settings equal to ``peftsweep select``'s pilot (sweep-space defaults), so each pilot
+  configuration is a grid point.
 
 Usage::
 
     python -m search.benchmarks.record_real_grid --base runs/base/base.pt --out FILE [--jobs 2]
-    python -m search.benchmarks.record_real_grid --grid select --domain xray --eval-every 20 \\
+    python -m search.benchmarks.record_real_grid --grid select --domain xray --eval-every 40 \\
         --base runs/base/base.pt --out search/benchmarks/tables/select_xray.csv --jobs 1
     python -m search.benchmarks.record_real_grid --distances --base runs/base/base.pt \\
         --out search/benchmarks/tables/select_domains.json
@@ -75,6 +76,7 @@ __all__ = [
     "REAL_SETTINGS",
     "LATENCY_RUNS",
     "REAL_SEEDS",
+    "SELECT_SETTINGS",
     "SELECT_DOMAINS",
     "SELECT_GRID",
     "SELECT_LRS",
@@ -117,15 +119,13 @@ SELECT_GRID = SearchSpaceConfig.model_validate(
         "methods": ["lora", "adapter", "full_head", "class_mask", "decoder_only"],
         "lora": {"rank": [4, 8], "alpha": [8.0]},
         "adapter": {"repetitions": [2, 3]},
-        "iterations": [80],
+        # 320, not the search grid's 80: at 80 iterations on 32 images the pilots' AP was within
+        # seed noise of the untrained model on three of four domains (nothing to select between).
+        "iterations": [320],
     }
 )
 SELECT_LRS = [3e-3]
 SELECT_DOMAINS = ("clean", "clutter", "xray", "street")
-GRIDS: dict[str, tuple[SearchSpaceConfig, list[float]]] = {
-    "search": (REAL_GRID, REAL_LRS),
-    "select": (SELECT_GRID, SELECT_LRS),
-}
 # The demo sweep's trial settings (search.cli.sweep.demo_config) on its easier domain, with twice its
 # iterations and four times its evaluation images: at 40 iterations and 8-16 images the spread of AP
 # between seeds of one configuration (sd ~2.5 AP) was as large as the differences between them.
@@ -140,6 +140,13 @@ REAL_SETTINGS: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
     "threads": 1,
+}
+# The select grids train 4x longer on twice the images and evaluate on twice the images (seed-to-seed
+# AP spread at 32 eval images was as large as the differences select has to resolve).
+SELECT_SETTINGS: dict[str, Any] = {**REAL_SETTINGS, "num_train_images": 64, "num_eval_images": 64}
+GRIDS: dict[str, tuple[SearchSpaceConfig, list[float], dict[str, Any]]] = {
+    "search": (REAL_GRID, REAL_LRS, REAL_SETTINGS),
+    "select": (SELECT_GRID, SELECT_LRS, SELECT_SETTINGS),
 }
 REAL_SEEDS = [0, 1, 2]
 LATENCY_ROUNDS = 7
@@ -168,11 +175,16 @@ def architecture_key(p: dict[str, Any]) -> str:
 
 
 def _spec(
-    p: dict[str, Any], base: str | None, seed: int = 0, domain: str = "clean", eval_every: int = 0
+    p: dict[str, Any],
+    base: str | None,
+    seed: int = 0,
+    domain: str = "clean",
+    eval_every: int = 0,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     method, kwargs = method_kwargs(p)
     return {
-        **REAL_SETTINGS,
+        **(settings or REAL_SETTINGS),
         "domain": domain,
         "seed": seed,
         "eval_every": eval_every,
@@ -221,7 +233,9 @@ def measure_architectures(
     return {k: v for k, v in latency.items() if "#" not in k}, spread
 
 
-def _untrained_ap(point: dict[str, Any], base: str | None, seed: int, domain: str) -> float:
+def _untrained_ap(
+    point: dict[str, Any], base: str | None, seed: int, domain: str, settings: dict[str, Any] | None = None
+) -> float:
     """AP of the prepared, untrained model (LoRA's B and the adapters' up-projections start at 0,
     so every PEFT method is the base with the domain's class head here)."""
     import torch
@@ -229,7 +243,7 @@ def _untrained_ap(point: dict[str, Any], base: str | None, seed: int, domain: st
     from models.trial import prepare_trial
 
     torch.set_num_threads(1)
-    prepared = prepare_trial(_spec(point, base, seed, domain))
+    prepared = prepare_trial(_spec(point, base, seed, domain, settings=settings))
     return float(prepared.evaluate().to_dict()["ap"])
 
 
@@ -283,7 +297,12 @@ def _base_info(base: str | None) -> Any:
 
 
 def _run_point(
-    p: dict[str, Any], base: str | None, seed: int, domain: str = "clean", eval_every: int = 0
+    p: dict[str, Any],
+    base: str | None,
+    seed: int,
+    domain: str = "clean",
+    eval_every: int = 0,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from models.trial import run_trial
 
@@ -301,7 +320,8 @@ def _run_point(
         return False
 
     t0 = time.time()
-    rec = run_trial(_spec(p, base, seed, domain, eval_every), report=report if eval_every else None).to_dict()
+    spec = _spec(p, base, seed, domain, eval_every, settings)
+    rec = run_trial(spec, report=report if eval_every else None).to_dict()
     row = {k: p.get(k, "") for k in PARAM_COLUMNS}
     row.update({k: rec[k] for k in _METRICS})
     if (
@@ -423,7 +443,7 @@ def _sidecar(
         "grid_points": n,
         "domain": a.domain,
         "seeds": REAL_SEEDS,
-        "settings": {**REAL_SETTINGS, "domain": a.domain, "eval_every": a.eval_every},
+        "settings": {**GRIDS[a.grid][2], "domain": a.domain, "eval_every": a.eval_every},
         "columns": (
             "one row per grid point: the flat search parameters (search.engine.space.PARAM_COLUMNS), "
             "ap/ap50 = mean over seeds of the final COCO mask AP (0-100), ap_sd = its sample standard "
@@ -510,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(a.out)
     partial = out.with_name(out.name + ".partial")
-    space, lrs = GRIDS[a.grid]
+    space, lrs, settings = GRIDS[a.grid]
     points = grid_points(space, lrs)
     if a.iterations:
         points = [{**p, "iterations": a.iterations} for p in points]
@@ -538,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         if un_file.exists():
             untrained = json.loads(un_file.read_text())
         else:
-            untrained = {str(s): _untrained_ap(points[0], a.base, s, a.domain) for s in REAL_SEEDS}
+            untrained = {str(s): _untrained_ap(points[0], a.base, s, a.domain, settings) for s in REAL_SEEDS}
             _atomic_json(un_file, untrained)
         print(f"  untrained AP per seed: {untrained}", flush=True)
 
@@ -568,10 +588,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         for p, s in todo:
-            finished(_run_point(p, a.base, s, a.domain, a.eval_every))
+            finished(_run_point(p, a.base, s, a.domain, a.eval_every, settings))
     else:
         with ProcessPoolExecutor(max_workers=a.jobs) as pool:
-            futs = [pool.submit(_run_point, p, a.base, s, a.domain, a.eval_every) for p, s in todo]
+            futs = [pool.submit(_run_point, p, a.base, s, a.domain, a.eval_every, settings) for p, s in todo]
             for f in as_completed(futs):
                 finished(f.result())
     complete = [p for p in points if all(_run_ident(p, s) in done for s in REAL_SEEDS)]

@@ -2,7 +2,8 @@
 
 Replayed on the recorded real grids (``tables/select_<domain>.csv`` + ``.curves.csv``, written by
 :mod:`search.benchmarks.record_real_grid` ``--grid select``): every configuration of the grid
-trained for 80 iterations on each synthetic domain with 3 seeds, AP evaluated every 20.
+trained on each synthetic domain with 3 seeds (length, images and evaluation steps: the tables'
+sidecars and :data:`search.benchmarks.record_real_grid.SELECT_SETTINGS`).
 
 For each domain, budget scenario and pilot seed s:
 
@@ -23,7 +24,8 @@ Truth is the grid's final AP (mean over seeds). *Best feasible* is the highest s
 configurations within the scenario's parameter and latency budgets; *regret* is best feasible minus
 the picked configuration's AP (AP points and % of the best); a pick outside the budgets or no pick
 counts as the whole best AP lost. *Compute* is trial-iterations as a % of a full sweep of the grid
-(every configuration once, 80 iterations). The same replay prints each method family's best AP
+(every configuration once, at the grid's training length) and of a full sweep of the project's
+search grid at that length. The same replay prints each method family's best AP
 per domain against the paper's finding (LoRA close to adapters near pretraining, adapters ahead
 under strong shift).
 """
@@ -47,6 +49,7 @@ from search.selection.halving import within_budgets
 __all__ = [
     "TABLES",
     "DOMAINS",
+    "FULL_SWEEP_CONFIGS",
     "SCENARIOS",
     "RULES",
     "DomainGrid",
@@ -81,9 +84,9 @@ _ID_COLUMNS = (
     "adapter_reduction",
     "lr",
 )
-# A full sweep of the search space bench search records (REAL_GRID x REAL_LRS: 153 configurations,
-# 80 iterations each): the "full sweep" a selection's compute is also measured against.
-FULL_SWEEP_ITERATIONS = 153 * 80
+# The configurations of the search space bench search records (REAL_GRID x REAL_LRS): a full sweep
+# of them at the select grid's training length is what a selection's compute is also measured against.
+FULL_SWEEP_CONFIGS = 153
 # What select's exit 4 (nothing learned) leaves the user with.
 UNTRAINED = "untrained model (exit 4: base + new class head)"
 FAMILIES = {
@@ -242,6 +245,7 @@ class Outcome:
     best_label: str
     cost_iterations: int
     grid_iterations: int
+    full_sweep_iterations: int
     note: str = ""
 
     @property
@@ -252,7 +256,7 @@ class Outcome:
     @property
     def compute_full_pct(self) -> float:
         """... and as a % of a full sweep of the project's search grid (bench search's real table)."""
-        return 100.0 * self.cost_iterations / FULL_SWEEP_ITERATIONS
+        return 100.0 * self.cost_iterations / self.full_sweep_iterations
 
     @property
     def regret(self) -> float:
@@ -389,10 +393,7 @@ def replay_select(
     result = successive_halving([w.params for w in queue], schedule, run_rung, budgets=budgets)
     finals = [result.last_rows[i] for i in result.finalists]
     extra = _extra_seed_rows(grid, finals, seed, seeds)
-    cost = (
-        result.cost_iterations + len(extra) * grid.iterations,
-        len(grid.rows) * grid.iterations,
-    )
+    cost = _costs(grid, result.cost_iterations + len(extra) * grid.iterations)
     finals += extra
     untrained = grid.untrained_ap.get(seed, math.nan)
     verdict = nothing_learned(finals, untrained_ap=untrained, noise=grid.ap_noise)
@@ -430,6 +431,11 @@ def replay_select(
         *cost,
         note,
     )
+
+
+def _costs(grid: DomainGrid, used: int) -> tuple[int, int, int]:
+    """(trial-iterations used, a full sweep of the grid, a full sweep of the search grid)."""
+    return used, len(grid.rows) * grid.iterations, FULL_SWEEP_CONFIGS * grid.iterations
 
 
 def _deployed(decision: Any, budgets: Any) -> tuple[dict[str, Any] | None, str]:
@@ -479,7 +485,7 @@ def one_seed_grid(grid: DomainGrid, seed: int, scenario: Scenario) -> Outcome:
     params, how = _deployed(decide(rows, budgets), budgets)
     ap, note = _truth(grid, params, budgets)
     note = "; ".join(x for x in (how, note) if x)
-    cost = (len(grid.rows) * grid.iterations, len(grid.rows) * grid.iterations)
+    cost = _costs(grid, len(grid.rows) * grid.iterations)
     label = _label(params) if params else None
     return Outcome(
         "(1-seed whole grid)",
@@ -508,7 +514,7 @@ def rule_outcome(grid: DomainGrid, rule: str, scenario: Scenario, lr: float | No
         ap, note = math.nan, "not recorded"
     else:
         ap, note = _truth(grid, params, budgets)
-    cost = (grid.iterations, len(grid.rows) * grid.iterations)
+    cost = _costs(grid, grid.iterations)
     return Outcome(
         rule, grid.domain, scenario.name, -1, _label(params), ap, best["ap"], _label(best), *cost, note
     )
@@ -716,7 +722,7 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
     lines.append(
         "regret = best feasible AP of the grid - AP of the pick (final AP, mean over the seeds); compute = "
         "trial-iterations as % of one full sweep of the recorded grid, and of the search space's full "
-        f"sweep ({FULL_SWEEP_ITERATIONS} trial-iterations: bench search's 153 configurations x 80). "
+        f"sweep (bench search's {FULL_SWEEP_CONFIGS} configurations at the grid's training length). "
         "'select, N seeds': the finalists also run N-1 more recorded seeds, decided on the mean. "
         "'(1-seed whole grid)' is a reference, not a strategy: every configuration trained to the end "
         "on the pilot's one seed, the same decision rule -- the regret seed noise alone causes. When "

@@ -91,6 +91,8 @@ def test_select_regret_and_compute_match_the_hand_computation(tables: Path) -> N
     assert out.regret == pytest.approx(0.5) and out.regret_pct == pytest.approx(100 * 0.5 / 23)
     # 5 x 20 + 3 x (40 - 20) + 2 x (80 - 40) trial-iterations of a 6-configuration grid's 6 x 80.
     assert out.compute_pct == pytest.approx(100 * 240 / 480)
+    # ... and of a full sweep of the search grid's 153 configurations at the grid's 80 iterations.
+    assert out.compute_full_pct == pytest.approx(100 * 240 / (153 * 80))
 
 
 def test_budgets_bound_the_truth_and_the_rules(tables: Path) -> None:

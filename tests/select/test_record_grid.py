@@ -68,6 +68,9 @@ def test_write_only_tables_round_trip_into_bench_select(tmp_path: Path) -> None:
     assert side["incomplete"].startswith(f"{len(points) - 1} of {len(points)}")
     assert side["untrained_ap"] == {"0": 0.5, "1": 0.4, "2": 0.6}
     assert side["curves"]["file"] == "select_xray.curves.csv"
+    # The sidecar states the select grid's own settings (longer runs, more images than the search grid's).
+    assert side["settings"]["num_eval_images"] == rec.SELECT_SETTINGS["num_eval_images"] == 64
+    assert side["settings"]["num_train_images"] == 64 and side["settings"]["eval_every"] == 10
     assert side["measured_latency_ms"]["base"] == 50.0 and "taken from old.csv" in side["latency"]
     grid = bench.load_grid("xray", tmp_path)
     # Only LoRA r4 has all three seeds; its AP is their mean, its curve per seed is kept.
