@@ -203,9 +203,10 @@ def measure_architectures(
     runs: int = LATENCY_RUNS,
     warmup: int = LATENCY_WARMUP,
     domain: str = "clean",
+    settings: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], float]:
     """(deployed latency in ms per :func:`architecture_key`, spread in ms between copies of the
-    base network); see the module docstring for the protocol."""
+    base network), at the grid's ``settings`` (image size); see the module docstring for the protocol."""
     import copy
     import statistics
 
@@ -218,11 +219,15 @@ def measure_architectures(
     reps: dict[str, dict[str, Any]] = {}
     for p in points:
         reps.setdefault(architecture_key(p), p)
-    models = {k: deployed_copy(prepare_trial(_spec(p, base, domain=domain)).model) for k, p in reps.items()}
+    settings = settings or REAL_SETTINGS
+    models = {
+        k: deployed_copy(prepare_trial(_spec(p, base, domain=domain, settings=settings)).model)
+        for k, p in reps.items()
+    }
     if "base" in models:
         for i in range(1, _BASE_COPIES):
             models[f"base#{i}"] = copy.deepcopy(models["base"])
-    size = int(REAL_SETTINGS.get("image_size", 128))
+    size = int(settings.get("image_size", 128))
     medians: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for k, m in models.items():
@@ -436,6 +441,8 @@ def _sidecar(
     cmd = f"python -m search.benchmarks.record_real_grid --grid {a.grid} --domain {a.domain}"
     if a.eval_every:
         cmd += f" --eval-every {a.eval_every}"
+    if a.latency_from:
+        cmd += f" --latency-from {a.latency_from}"
     side: dict[str, Any] = {
         "what": f"REAL trial results for '{use}': every point of "
         f"search.benchmarks.record_real_grid.{grid_name} on the synthetic domain {a.domain!r}",
@@ -541,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies, spread = saved["latency_ms"], saved["spread_ms"]
     else:
         print(f"timing {len({architecture_key(p) for p in points})} deployed architectures", flush=True)
-        latencies, spread = measure_architectures(points, a.base, domain=a.domain)
+        latencies, spread = measure_architectures(points, a.base, domain=a.domain, settings=settings)
         _atomic_json(lat_file, {"latency_ms": latencies, "spread_ms": spread})
     measured = dict(latencies)
     borrowed: dict[str, float] = {}

@@ -72,6 +72,7 @@ def test_write_only_tables_round_trip_into_bench_select(tmp_path: Path) -> None:
     assert side["settings"]["num_eval_images"] == rec.SELECT_SETTINGS["num_eval_images"] == 64
     assert side["settings"]["num_train_images"] == 64 and side["settings"]["eval_every"] == 10
     assert side["measured_latency_ms"]["base"] == 50.0 and "taken from old.csv" in side["latency"]
+    assert f"--latency-from {recorded}" in side["produced_by"]  # the command that reproduces the table
     grid = bench.load_grid("xray", tmp_path)
     # Only LoRA r4 has all three seeds; its AP is their mean, its curve per seed is kept.
     assert len(grid.rows) == 1 and grid.rows[0]["method"] == "lora"
