@@ -3,7 +3,10 @@
 It follows the trial-factory protocol of :mod:`search.engine.trainable`: ``prepare(params, context)``
 returns an object with ``costs`` (known before training) and ``train_and_evaluate(report)``.
 AP rises as ``ap_max * (1 - exp(-t / 15))`` where ``ap_max`` grows with the adapted capacity;
-``extra.fail_on`` (a method name) makes those trials raise, ``extra.sleep`` slows each step.
+``extra.fail_on`` (a method name) makes those trials raise, ``extra.sleep`` slows each step;
+``extra.rendezvous`` (a folder) holds each trial at its start until another trial has started too
+(at most ``extra.rendezvous_timeout`` seconds), so a test of concurrency does not depend on how
+fast a loaded machine starts workers: a serial engine times out and shows a peak of one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,8 @@ class SyntheticPrepared:
     ) -> dict[str, Any]:
         if self.extra.get("fail_on") == self.params["method"]:
             raise RuntimeError("synthetic failure")
+        if self.extra.get("rendezvous"):
+            self._meet(Path(self.extra["rendezvous"]), float(self.extra.get("rendezvous_timeout", 60.0)))
         every = int(self.context.trial.get("eval_every", 10))
         n = int(self.params["iterations"])
         apm = ap_max_of(self.params)
@@ -81,6 +87,14 @@ class SyntheticPrepared:
             "device": "cpu",
             "train_seconds": 0.0,
         }
+
+    @staticmethod
+    def _meet(folder: Path, timeout: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / uuid.uuid4().hex).touch()
+        deadline = time.monotonic() + timeout
+        while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def prepare(params: dict[str, Any], context: Any) -> SyntheticPrepared:

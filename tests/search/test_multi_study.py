@@ -25,6 +25,8 @@ CONCURRENCY = 3
 
 
 def multi_config(out: Path, **over: Any) -> SweepConfig:
+    # The first trial waits (up to 60 s) until a second one has started: the overlap checked below
+    # then does not hang on how fast a loaded machine starts Ray workers.
     cfg: dict[str, Any] = {
         "name": "multi",
         "models": [
@@ -41,7 +43,11 @@ def multi_config(out: Path, **over: Any) -> SweepConfig:
         "budget": {"trials": 4, "concurrency": CONCURRENCY, "cpus_per_trial": 0.5, "max_failures": 0},
         "sampler": {"name": "tpe", "seed": 1, "startup_trials": 2},
         "early_stopping": {"grace_iterations": 10, "reduction_factor": 2},
-        "trial": {"function": "synthetic_trial:prepare", "eval_every": 10, "extra": {"sleep": 0.15}},
+        "trial": {
+            "function": "synthetic_trial:prepare",
+            "eval_every": 10,
+            "extra": {"sleep": 0.15, "rendezvous": str(out.parent / "rendezvous")},
+        },
         "output_dir": str(out),
     }
     cfg.update(over)
