@@ -41,9 +41,14 @@ class Drivers:
         }
 
     def start(
-        self, *args: str, log: str = "driver.log", address: str | None = None
+        self,
+        *args: str,
+        log: str = "driver.log",
+        address: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """``peftsweep <args> --address ADDRESS`` (default: the head's GCS address)."""
+        """``peftsweep <args> --address ADDRESS`` (default: the head's GCS address); ``env`` adds
+        environment variables."""
         assert self.cluster.token_file is not None
         cmd = [
             sys.executable,
@@ -57,7 +62,7 @@ class Drivers:
         ]
         if args[0] == "launch":
             cmd += ["--token-file", str(self.cluster.token_file)]
-        env = self.env()
+        env = {**self.env(), **(env or {})}
         if args[0] == "resume":  # `resume` takes the token from the environment
             env.update(self.cluster.driver_env())
         with open(self.tmp / log, "ab") as fh:

@@ -119,7 +119,11 @@ def test_worker_node_killed_mid_sweep_every_trial_completes_once(
 
 def test_driver_killed_then_resume_completes_the_sweep(cluster: LocalCluster, drivers, tmp_path: Path):
     cfg = sweep_config(tmp_path, trials=6, iterations=6, sleep=0.4)
-    proc = drivers.start("launch", str(cfg), log="launch.log")
+    # Resume continues a trial from the last checkpoint in Tune's experiment snapshot, which Tune
+    # writes at most every 10 s by default: a driver killed sooner after a trial's first report
+    # restarts that trial from 0. Snapshot at every controller step here, so the kill below always
+    # finds the midway trial's checkpoint recorded (what this test checks is the continuation).
+    proc = drivers.start("launch", str(cfg), log="launch.log", env={"TUNE_GLOBAL_CHECKPOINT_S": "0"})
 
     def one_done_one_midway() -> bool:
         df = trials_table(tmp_path)
