@@ -45,6 +45,10 @@ from typing import Any
 from models.errors import UserError
 from models.progress import Progress
 from search.selection.halving import within_budgets
+from search.selection.outcome import SelectionSettings
+
+# Select's own default (``peftsweep select --promote-by``), so the bench measures what users run.
+PROMOTE_BY_DEFAULT = SelectionSettings.promote_by
 
 __all__ = [
     "TABLES",
@@ -135,6 +139,8 @@ class DomainGrid:
     iterations: int
     untrained_ap: dict[int, float] = field(default_factory=dict)
     sidecar: dict[str, Any] = field(default_factory=dict)
+    # (grid_key, seed) -> iteration -> mean training loss over the steps since the previous evaluation
+    losses: dict[tuple[Any, int], dict[int, float]] = field(default_factory=dict)
 
     def row(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         k = grid_key(params)
@@ -177,17 +183,20 @@ def load_grid(domain: str, tables: str | Path = TABLES) -> DomainGrid:
         row["trainable_params"] = int(float(r["trainable_params"]))
         rows.append(row)
     curves: dict[tuple[Any, int], dict[int, float]] = {}
+    losses: dict[tuple[Any, int], dict[int, float]] = {}
     seeds: set[int] = set()
     for r in _read_csv(base.with_name(base.stem + ".curves.csv")):
         seed = int(r["seed"])
         seeds.add(seed)
         ap = float(r["ap"]) if r["status"] == "completed" and r["ap"] != "" else math.nan
         curves.setdefault((grid_key(r), seed), {})[int(r["iteration"])] = ap
+        loss = float(r["loss"]) if r.get("loss") not in (None, "") else math.nan
+        losses.setdefault((grid_key(r), seed), {})[int(r["iteration"])] = loss
     side_path = base.with_suffix(".json")
     side = json.loads(side_path.read_text()) if side_path.is_file() else {}
     iterations = max((int(float(r["iterations"])) for r in raw), default=0)
     untrained = {int(k): float(v) for k, v in (side.get("untrained_ap") or {}).items()}
-    return DomainGrid(domain, rows, curves, sorted(seeds), iterations, untrained, side)
+    return DomainGrid(domain, rows, curves, sorted(seeds), iterations, untrained, side, losses)
 
 
 def load_distances(tables: str | Path = TABLES) -> dict[str, dict[str, float]]:
@@ -345,6 +354,7 @@ def replay_select(
     eta: float = 2.0,
     strategy: str = "select",
     seeds: int = 1,
+    promote_by: str = PROMOTE_BY_DEFAULT,
 ) -> Outcome:
     """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid.
 
@@ -363,7 +373,7 @@ def replay_select(
     # A grid still being recorded lacks some points: the pilot runs without them (said in the note).
     missing = sorted({_label(w.params) for w in queue if grid.row(w.params) is None})
     queue = [w for w in queue if grid.row(w.params) is not None]
-    schedule = HalvingSchedule.geometric(grid.iterations, rungs, eta)
+    schedule = HalvingSchedule.geometric(grid.iterations, rungs, eta, promote_by=promote_by)
 
     def run_rung(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
         out = []
@@ -383,6 +393,7 @@ def replay_select(
                     **p,
                     "status": "completed" if math.isfinite(ap) else "failed",
                     "ap": ap,
+                    "rung_loss": grid.losses.get((grid_key(p), seed), {}).get(length, math.nan),
                     "trainable_params": row["trainable_params"],
                     "trainable_pct": row["trainable_pct"],
                     "latency_ms": row["latency_ms"],
@@ -540,6 +551,7 @@ def run_bench(
     neighbours: int = 2,
     progress: Progress | None = None,
     seeds: int = 2,
+    promote_by: str = PROMOTE_BY_DEFAULT,
 ) -> dict[str, Any]:
     """Every outcome (select cold and warm, rules) on every domain, scenario and seed;
     ``progress`` (``models.progress.Progress``) counts the replays, domain and scenario as text."""
@@ -549,9 +561,12 @@ def run_bench(
     outcomes: list[Outcome] = []
     # Per pilot seed: select cold (and warm when there are other domains), each with one seed and,
     # with ``seeds`` > 1, with the finalists' extra seeds; plus the one-seed whole-grid reference.
-    variants = [("select", False, 1)] + ([("select + warm", True, 1)] if len(grids) > 1 else [])
+    variants = [("select", False, 1, promote_by)]
+    variants += [("select + warm", True, 1, promote_by)] if len(grids) > 1 else []
     if seeds > 1:
-        variants += [(f"{name}, {seeds} seeds", w, seeds) for name, w, _ in variants]
+        variants += [(f"{name}, {seeds} seeds", w, seeds, promote_by) for name, w, _, _ in variants]
+    if promote_by != "ap":  # the reference: rungs ranked by their AP, as before --promote-by
+        variants.append(("select, rungs by AP", False, 1, "ap"))
     per_seed = len(variants) + 1
     total = sum(len(SCENARIOS) * (per_seed * len(g.seeds) + len(RULES)) for g in grids.values())
     if progress is not None:
@@ -563,11 +578,11 @@ def run_bench(
             budgets = sc.budgets(grid)
             warm = warm_points(d, grids, distances, budgets, neighbours) if len(grids) > 1 else []
             for s in grid.seeds:
-                for name, use_warm, k in variants:
+                for name, use_warm, k, by in variants:
                     outcomes.append(
                         replay_select(
                             grid, s, sc, warm=warm if use_warm else (), rungs=rungs, eta=eta, strategy=name,
-                            seeds=k,
+                            seeds=k, promote_by=by,
                         )
                     )  # fmt: skip
                 outcomes.append(one_seed_grid(grid, s, sc))
@@ -596,6 +611,7 @@ def run_bench(
             for d, g in grids.items()
         },
         "replayed_on": _machine_and_load(),
+        "promote_by": promote_by,
     }
 
 
@@ -617,7 +633,8 @@ def rung_agreement(grid: DomainGrid) -> dict[str, float]:
     """Are short pilots predictive? Per evaluation iteration: the mean over seeds of the Spearman
     correlation (over the grid's configurations) between AP there and final AP on the same seed;
     and ``seeds``: the mean over seed pairs of the correlation between two seeds' final APs (how
-    well one seed predicts another -- what a one-seed pilot is up against)."""
+    well one seed predicts another -- what a one-seed pilot is up against); ``loss <it>``: the same
+    for minus the training loss just before ``it`` (the signal ``--promote-by loss`` ranks by)."""
     out: dict[str, float] = {}
     keys = [grid_key(r) for r in grid.rows]
     its = sorted({it for (_, _), c in grid.curves.items() for it in c if it < grid.iterations})
@@ -625,6 +642,10 @@ def rung_agreement(grid: DomainGrid) -> dict[str, float]:
     for it in its:
         rs = [_seed_pair_correlation(grid, keys, (s, it), (s, final)) for s in grid.seeds]
         out[str(it)] = _finite_mean(rs)
+    if grid.losses:
+        for it in its:
+            rs = [_loss_correlation(grid, keys, s, it) for s in grid.seeds]
+            out[f"loss {it}"] = _finite_mean(rs)
     rs = [
         _seed_pair_correlation(grid, keys, (s, final), (t, final))
         for i, s in enumerate(grid.seeds)
@@ -643,6 +664,20 @@ def _seed_pair_correlation(
         (
             grid.curves.get((k, a[0]), {}).get(a[1], math.nan),
             grid.curves.get((k, b[0]), {}).get(b[1], math.nan),
+        )
+        for k in keys
+    ]
+    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    return spearman([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def _loss_correlation(grid: DomainGrid, keys: Sequence[Any], seed: int, it: int) -> float:
+    """Spearman over configurations between minus the training loss before ``it`` and final AP
+    (same seed)."""
+    pairs = [
+        (
+            -grid.losses.get((k, seed), {}).get(it, math.nan),
+            grid.curves.get((k, seed), {}).get(grid.iterations, math.nan),
         )
         for k in keys
     ]
@@ -734,6 +769,13 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
     )
     if res.get("replayed_on"):
         lines.append(f"replayed on {res['replayed_on']} (a replay of recordings: no timing involved)")
+    if res.get("promote_by"):
+        lines.append(
+            f"halving rungs ranked by {res['promote_by']} (select --promote-by); 'select, rungs by AP' "
+            "is the same pilot with rungs ranked by their AP, for comparison"
+            if res["promote_by"] != "ap"
+            else "halving rungs ranked by ap (select --promote-by)"
+        )
     for d, side in res["sidecars"].items():
         lines.append(
             f"{d}: recorded on {side.get('machine')} ({side.get('date')}, "
@@ -752,11 +794,16 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
             )
         agree = res.get("rank_agreement", {}).get(d, {})
         if agree:
-            early = ", ".join(f"at {k} it {v:+.2f}" for k, v in agree.items() if k != "seeds")
+            early = ", ".join(
+                f"at {k} it {v:+.2f}" for k, v in agree.items() if k != "seeds" and not k.startswith("loss")
+            )
             lines.append(
                 f"  rank agreement with final AP, same seed (Spearman over configurations, mean over seeds): "
                 f"{early}; final AP seed vs seed: {agree.get('seeds', math.nan):+.2f}"
             )
+            by_loss = ", ".join(f"at {k[5:]} it {v:+.2f}" for k, v in agree.items() if k.startswith("loss "))
+            if by_loss:
+                lines.append(f"  the same for minus the training loss before the rung: {by_loss}")
         for sc in dict.fromkeys(o["scenario"] for o in outs if o["domain"] == d):
             here = [o for o in outs if o["domain"] == d and o["scenario"] == sc]
             lines.append(f"  [{sc}] best feasible: {here[0]['best']} AP {here[0]['best_ap']:.2f}")
@@ -878,6 +925,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="also replay select --seeds N: finalists with N recorded seeds (1: off; default: %(default)s)",
     )
+    parser.add_argument(
+        "--promote-by",
+        choices=("loss", "ap", "ap+loss"),
+        default=PROMOTE_BY_DEFAULT,
+        help="what ranks a rung, as select's --promote-by (default: select's, %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the machine-readable result")
     parser.add_argument("--quiet", action="store_true", help="no progress display (figures only)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the printed figures here")
@@ -888,7 +941,13 @@ def main(args: argparse.Namespace) -> int:
     # Progress on stderr (stdout is the figures or the JSON): a bar on a terminal, else lines.
     with Progress("off" if getattr(args, "quiet", False) else "auto") as progress:
         res = run_bench(
-            args.tables, domains, rungs=args.rungs, eta=args.eta, progress=progress, seeds=args.seeds
+            args.tables,
+            domains,
+            rungs=args.rungs,
+            eta=args.eta,
+            progress=progress,
+            seeds=args.seeds,
+            promote_by=args.promote_by,
         )
     if args.json:
         print(json.dumps(res, indent=1, default=str))

@@ -97,6 +97,15 @@ def add_select_arguments(parser: argparse.ArgumentParser) -> None:
         "--eta", type=float, default=2.0, help="halving factor per rung (default: %(default)s)"
     )
     parser.add_argument(
+        "--promote-by",
+        choices=("loss", "ap", "ap+loss"),
+        default="loss",
+        help="what ranks candidates at a rung before the last: the mean training loss just before "
+        "the rung (lower is better; on the recorded grids it orders early candidates by their final "
+        "AP far better than their early AP does), their AP, or the mean of both ranks; the decision "
+        "itself is always on AP (default: %(default)s)",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         default=1,
@@ -196,6 +205,7 @@ def run_select(args: argparse.Namespace) -> int:
         lrs=parse_lrs(args.lrs) if args.lrs else None,
         rungs=args.rungs,
         eta=args.eta,
+        promote_by=args.promote_by,
         seeds=args.seeds,
         address=args.address,
         token_file=args.token_file,

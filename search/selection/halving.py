@@ -3,7 +3,8 @@ continued.
 
 Every candidate trains with the *full* pilot schedule (``iterations`` = the last rung, so its
 learning-rate schedule does not depend on where it stops); at each rung it stops after that many
-iterations and is evaluated. The best ``1/eta`` of the rung (at least ``min_keep``) continue from
+iterations and is evaluated. The best ``1/eta`` of the rung (at least ``min_keep``; ranked by
+``promote_by``: AP, or the training loss just before the rung, see :data:`PROMOTE_BY`) continue from
 where they stopped to the next rung; the others keep the AP of their last rung. A candidate
 therefore costs the iterations of the furthest rung it reached -- the compute a stopped trial
 saves is real, not an estimate. Ties at a rung go to the earlier candidate in the queue, which puts
@@ -24,11 +25,26 @@ from typing import Any
 
 from models.errors import UserError
 
-__all__ = ["HalvingSchedule", "Rung", "HalvingResult", "RunRung", "successive_halving", "within_budgets"]
+__all__ = [
+    "PROMOTE_BY",
+    "HalvingSchedule",
+    "Rung",
+    "HalvingResult",
+    "RunRung",
+    "successive_halving",
+    "within_budgets",
+]
 
 # (candidate index in the queue, its parameters) -> one result row each (with "ap" and "status"),
 # after training that candidate to ``iterations`` (continuing from its previous rung).
 RunRung = Callable[[Sequence[tuple[int, Mapping[str, Any]]], int], Sequence[Mapping[str, Any]]]
+
+
+# How a rung is ranked for promotion. "ap": the rung's evaluation AP. "loss": the mean training
+# loss over the steps just before the rung (``rung_loss``, lower is better). "ap+loss": the mean of
+# the two ranks. Early in training AP on a small eval split is near zero and noisy, while the
+# training loss averages many steps and already orders what each method's capacity can fit.
+PROMOTE_BY = ("ap", "loss", "ap+loss")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,7 @@ class HalvingSchedule:
     rungs: tuple[int, ...]
     eta: float = 2.0  # keep the best ceil(n / eta) of a rung
     min_keep: int = 2  # never fewer survivors than this (the decision wants a runner-up)
+    promote_by: str = "ap"  # what ranks a rung for promotion: one of PROMOTE_BY
 
     def __post_init__(self) -> None:
         if not self.rungs or any(int(r) != r or r < 1 for r in self.rungs):
@@ -48,10 +65,12 @@ class HalvingSchedule:
             raise UserError(f"--eta: must be > 1, got {self.eta}")
         if self.min_keep < 1:
             raise UserError(f"min_keep: must be >= 1, got {self.min_keep}")
+        if self.promote_by not in PROMOTE_BY:
+            raise UserError(f"--promote-by: one of {', '.join(PROMOTE_BY)}, got {self.promote_by!r}")
 
     @classmethod
     def geometric(
-        cls, iterations: int, rungs: int = 3, eta: float = 2.0, min_keep: int = 2
+        cls, iterations: int, rungs: int = 3, eta: float = 2.0, min_keep: int = 2, promote_by: str = "ap"
     ) -> HalvingSchedule:
         """``rungs`` lengths ending at ``iterations``, each ``eta`` times the one before
         (rounded; duplicates dropped), e.g. 80 iterations, 3 rungs, eta 2 -> (20, 40, 80)."""
@@ -60,7 +79,7 @@ class HalvingSchedule:
         if rungs < 1:
             raise UserError(f"--rungs: must be >= 1, got {rungs}")
         lengths = sorted({max(1, round(iterations / eta**k)) for k in range(rungs)})
-        return cls(tuple(lengths), eta, min_keep)
+        return cls(tuple(lengths), eta, min_keep, promote_by)
 
     def survivors(self, n: int) -> int:
         return min(n, max(self.min_keep, math.ceil(n / self.eta)))
@@ -97,6 +116,26 @@ def _score(row: Mapping[str, Any]) -> float:
     except (TypeError, ValueError):
         return -math.inf
     return ap if row.get("status", "completed") == "completed" and math.isfinite(ap) else -math.inf
+
+
+def _loss(row: Mapping[str, Any]) -> float:
+    v = _num(row.get("rung_loss"))
+    return v if math.isfinite(v) else math.inf
+
+
+def _ranked(rows: Mapping[int, Mapping[str, Any]], alive: Sequence[int], promote_by: str) -> list[int]:
+    """Candidates that completed the rung, best first by ``promote_by`` (ties: queue order). A
+    candidate without a training loss ranks after those with one; a rung where none has one
+    (runners that do not report it) is ranked by AP."""
+    ok = [i for i in alive if _score(rows[i]) > -math.inf]
+    by_ap = sorted(ok, key=lambda i: (-_score(rows[i]), i))
+    if promote_by == "ap" or not any(math.isfinite(_loss(rows[i])) for i in ok):
+        return by_ap
+    by_loss = sorted(ok, key=lambda i: (_loss(rows[i]), i))
+    if promote_by == "loss":
+        return by_loss
+    pos = {i: by_ap.index(i) + by_loss.index(i) for i in ok}
+    return sorted(ok, key=lambda i: (pos[i], by_ap.index(i)))
 
 
 def within_budgets(row: Mapping[str, Any], budgets: Any) -> bool:
@@ -150,8 +189,7 @@ def successive_halving(
         rungs.append(rung)
         if k == len(schedule.rungs) - 1:
             break
-        ok = [i for i in alive if _score(rung.rows[i]) > -math.inf]
-        ranked = sorted(ok, key=lambda i: (-_score(rung.rows[i]), i))
+        ranked = _ranked(rung.rows, alive, schedule.promote_by)
         deployable = [i for i in ranked if within_budgets(rung.rows[i], budgets)]
         keep = deployable[: schedule.survivors(len(alive))]
         if ranked and ranked[0] not in keep:

@@ -39,6 +39,7 @@ class SelectionSettings:
     lrs: list[float] | None = None  # pilot learning rates (default: [lr])
     rungs: int = 3  # successive-halving rungs (1: every candidate trains the full length)
     eta: float = 2.0  # keep the best 1/eta of a rung
+    promote_by: str = "loss"  # what ranks a rung: see search.selection.halving.PROMOTE_BY
     seeds: int = 1  # finalists run with this many seeds (spread in the report)
     address: str | None = None  # Ray cluster for parallel pilot trials (None: in this process)
     token_file: str | None = None
@@ -81,6 +82,7 @@ class SelectionResult:
     likely_causes: list[str] = field(default_factory=list)
     compute_iterations: int = 0  # trial-iterations the pilot trained, all candidates together
     rungs: list[int] = field(default_factory=list)
+    promote_by: str = "ap"  # what ranked the rungs (search.selection.halving.PROMOTE_BY)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` document (plain JSON types; NaN -> null)."""
@@ -102,6 +104,7 @@ class SelectionResult:
                 "likely_causes": self.likely_causes,
                 "compute_iterations": self.compute_iterations,
                 "rungs": self.rungs,
+                "promote_by": self.promote_by,
             }
         )
 

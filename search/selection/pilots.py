@@ -113,15 +113,22 @@ def trial_runner(settings: SelectionSettings) -> RunPoint:
         if (Path(state_dir) / STATE_FILE).is_file():
             start = prepared.load_state(state_dir)
 
-        def report(iteration: int, _metrics: dict[str, float]) -> bool:
+        rung_loss = math.nan
+
+        def report(iteration: int, metrics: dict[str, float]) -> bool:
+            nonlocal rung_loss
             if iteration < target:
                 return False
+            # Mean training loss since the previous report (eval_every steps): the rung's
+            # low-noise ranking signal (search.selection.halving.PROMOTE_BY).
+            rung_loss = float(metrics.get("loss", math.nan))
             if target < total:
                 prepared.save_state(state_dir)  # the next rung continues from here
             return True
 
         rec = prepared.train_and_evaluate(report=report, start_iteration=start).to_dict()
         rec["resumed_from"] = start
+        rec["rung_loss"] = rung_loss
         return rec
 
     return run
@@ -450,7 +457,9 @@ def run_selection(
         exclude=[reference],
     )
     queue = candidate_points(settings.pilot, settings.pilot_lrs, settings.iterations, warm=warm)
-    schedule = HalvingSchedule.geometric(settings.iterations, settings.rungs, settings.eta)
+    schedule = HalvingSchedule.geometric(
+        settings.iterations, settings.rungs, settings.eta, promote_by=settings.promote_by
+    )
     if neighbours:
         log(
             "select: nearest earlier domains: "
@@ -479,7 +488,7 @@ def run_selection(
     )
     log(
         f"select: {len(queue)} candidates, rungs {list(schedule.rungs)} iterations "
-        f"(keep 1/{schedule.eta:g}), "
+        f"(keep 1/{schedule.eta:g}, ranked by {schedule.promote_by}), "
         + (f"on the Ray cluster at {settings.address}" if settings.address else "in this process")
     )
     if progress is not None:
@@ -536,6 +545,7 @@ def run_selection(
         likely_causes=causes,
         compute_iterations=sum(_trained(r) for r in records),
         rungs=list(schedule.rungs),
+        promote_by=schedule.promote_by,
     )
     from models.data.coco import atomic_write_json
 

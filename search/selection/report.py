@@ -115,6 +115,7 @@ _PILOT_COLUMNS = (
     "origin",
     "status",
     "iterations",
+    "loss",
     "ap",
     "ap50",
     "ap_s",
@@ -128,6 +129,14 @@ _PILOT_COLUMNS = (
 )
 
 
+_PROMOTION = {
+    "loss": "A rung was ranked by `loss` (mean training loss over the steps just before the rung; "
+    "lower continued), which orders early candidates by their final AP better than early AP does.",
+    "ap": "A rung was ranked by its AP.",
+    "ap+loss": "A rung was ranked by the mean of each candidate's AP rank and `loss` rank.",
+}
+
+
 def _pilot_rows(result: SelectionResult) -> list[list[str]]:
     front = pareto_labels(result.records)
     rows = []
@@ -138,6 +147,7 @@ def _pilot_rows(result: SelectionResult) -> list[list[str]]:
                 str(r.get("origin", "")),
                 str(r.get("status", "")),
                 _f(r.get("iterations_done"), 0),
+                _f(r.get("rung_loss")),
                 _f(r.get("ap")),
                 _f(r.get("ap50")),
                 _f(r.get("ap_s")),
@@ -198,7 +208,7 @@ def _sections(
             f"Successive halving over rungs of {', '.join(str(r) for r in rungs)} iterations: every "
             "candidate trained with the full schedule, the best of each rung continued from where it "
             "stopped; `iterations` is how far each got. Only the candidates that reached the last rung "
-            "are compared by the decision."
+            "are compared by the decision. " + _PROMOTION.get(getattr(result, "promote_by", "ap"), "")
         )
     compute = getattr(result, "compute_iterations", 0)
     if compute:

@@ -188,10 +188,11 @@ def test_bench_progress_counts_every_replay_and_quiet_prints_nothing(
     domains = "near,far"
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains]) == 0
     captured = capsys.readouterr()
-    # 2 domains x 3 scenarios x (seeds x (cold, warm, cold 2 seeds, warm 2 seeds, 1-seed reference)
-    # + 3 rules) replays, as plain lines on stderr (captured: not a terminal), figures on stdout.
+    # 2 domains x 3 scenarios x (seeds x (cold, warm, cold 2 seeds, warm 2 seeds, cold with rungs by
+    # AP, 1-seed reference) + 3 rules) replays, as plain lines on stderr (captured: not a terminal),
+    # figures on stdout.
     seeds = len(bench.load_grid("near", tables).seeds)
-    total = 2 * len(bench.SCENARIOS) * (5 * seeds + len(bench.RULES))
+    total = 2 * len(bench.SCENARIOS) * (6 * seeds + len(bench.RULES))
     assert f"bench select {total}/{total} (100%)" in captured.err and "\x1b" not in captured.err
     assert "bench select" not in captured.out and "== summary" in captured.out
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains, "--quiet"]) == 0
@@ -276,3 +277,35 @@ def test_grid_learned_applies_selects_test_to_the_truth(tables: Path) -> None:
     assert bench._grid_learned(bench.load_grid("near", tables)) == "learned (best mean AP 23.00)"
     dead = bench._grid_learned(bench.load_grid("dead", tables))
     assert dead.startswith("nothing learned: the best pilot AP is 0.10 (at or near 0)")
+
+
+def test_rungs_ranked_by_the_recorded_training_loss(tmp_path: Path) -> None:
+    """A late bloomer: LoRA r4 is last by AP at 20 iterations and ends best; its training loss
+    is already the lowest there. Ranked by loss it reaches the last rung and is picked; ranked by
+    AP it is cut at the first rung."""
+    late = {**NEAR, "lora:4": (30.0, 3.8, 11.3)}
+    write_domain(tmp_path, "late", late, untrained=2.0)
+    path = tmp_path / "select_late.curves.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        it, is_r4 = int(r["iteration"]), r["method"] == "lora" and r["lora_rank"] == "4"
+        if is_r4 and it < 80:
+            r["ap"] = "1.0"
+        # Training loss before each rung: r4 lowest everywhere, the others in the order of their AP.
+        r["loss"] = str(1.0 if is_r4 else 5.0 - float(r["ap"]) / 10)
+    _write(path, rows)
+    grid = bench.load_grid("late", tmp_path)
+    free = bench.Scenario("no budget")
+    by_loss = bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR], promote_by="loss")
+    by_ap = bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR], promote_by="ap")
+    assert by_loss.picked == "lora r4 lr 0.003" and by_loss.regret == 0.0
+    assert by_ap.picked == "adapter x3 lr 0.003" and by_ap.regret == pytest.approx(30.0 - 22.5)
+    agree = bench.rung_agreement(grid)
+    assert agree["loss 20"] > agree["20"]  # the loss ranks the first rung as the end does
+    res = bench.run_bench(tmp_path, ("late",), seeds=1)
+    assert res["promote_by"] == bench.PROMOTE_BY_DEFAULT == "loss"
+    strategies = {o["strategy"] for o in res["outcomes"]}
+    assert {"select", "select, rungs by AP"} <= strategies
+    text = "\n".join(bench.format_bench(res))
+    assert "halving rungs ranked by loss" in text and "minus the training loss before the rung" in text

@@ -115,3 +115,61 @@ def test_budget_aware_promotion_keeps_deployable_candidates_and_the_reference() 
         _points(["a", "b", "c", "d", "e"], pct), HalvingSchedule((20, 40, 80), 2.0, 2), without
     )
     assert without.calls[2] == (["b", "d"], 80)  # budget-blind: only one deployable finalist
+
+
+def _with_loss(
+    curves: Mapping[str, Mapping[int, float]], loss: Mapping[str, Mapping[int, float]]
+) -> Recorder:
+    """A Recorder whose rows also carry the training loss before each rung."""
+
+    class WithLoss(Recorder):
+        def __call__(
+            self, cands: Sequence[tuple[int, Mapping[str, Any]]], length: int
+        ) -> list[dict[str, Any]]:
+            rows = super().__call__(cands, length)
+            return [{**r, "rung_loss": loss[str(r["name"])][length]} for r in rows]
+
+    return WithLoss(curves)
+
+
+# Training loss before each rung: c, the late bloomer, already fits best at 20 iterations.
+LOSS = {
+    "a": {20: 3.0, 40: 2.6, 80: 2.2},
+    "b": {20: 3.2, 40: 2.9, 80: 2.7},
+    "c": {20: 2.0, 40: 1.5, 80: 1.0},
+    "d": {20: 2.5, 40: 2.0, 80: 1.6},
+    "e": {20: 3.2, 40: 3.1, 80: 3.0},  # ties b at 20; b is earlier in the queue
+}
+
+
+def test_promotion_by_training_loss_keeps_the_late_bloomer() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    run = _with_loss(_curves(), LOSS)
+    sched = HalvingSchedule((20, 40, 80), eta=2.0, min_keep=2, promote_by="loss")
+    res = successive_halving(_points(names), sched, run)
+    # Rung 20 by loss: c 2.0, d 2.5, a 3.0 continue; rung 40: c 1.5, d 2.0. By AP c was dropped.
+    assert run.calls == [(names, 20), (["a", "c", "d"], 40), (["c", "d"], 80)]
+    assert [names[i] for i in res.finalists] == ["c", "d"]
+    assert res.rungs[0].promoted == [2, 3, 0]
+
+
+def test_promotion_by_mean_rank_of_ap_and_loss() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    run = _with_loss(_curves(), LOSS)
+    successive_halving(_points(names), HalvingSchedule((20, 40, 80), 2.0, 2, promote_by="ap+loss"), run)
+    # Rung 20, AP ranks b0 e1 d2 a3 c4, loss ranks c0 d1 a2 b3 e4: sums d3 b3 c4 a5 e5;
+    # b and d tie at 3 (b first: the better AP rank), then c.
+    assert run.calls[1] == (["b", "c", "d"], 40)
+
+
+def test_loss_promotion_without_losses_falls_back_to_ap() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    by_ap, by_loss = Recorder(_curves()), Recorder(_curves())
+    successive_halving(_points(names), HalvingSchedule((20, 40, 80), 2.0, 2), by_ap)
+    successive_halving(_points(names), HalvingSchedule((20, 40, 80), 2.0, 2, promote_by="loss"), by_loss)
+    assert by_loss.calls == by_ap.calls
+
+
+def test_unknown_promotion_names_the_option() -> None:
+    with pytest.raises(UserError, match="--promote-by"):
+        HalvingSchedule((10, 20), promote_by="speed")

@@ -37,6 +37,9 @@ def test_stopped_then_continued_equals_uninterrupted(tmp_path: Path) -> None:
     assert (state / "trial_state.pt").is_file()
     rest = run(dict(params), stop_at=4, state_dir=str(state), eval_every=2)
     assert rest["resumed_from"] == 2 and rest["iterations"] == 4
+    # Each rung reports the mean training loss of its last evaluation window (halving's signal).
+    assert math.isfinite(first["rung_loss"]) and first["rung_loss"] > 0
+    assert math.isfinite(rest["rung_loss"]) and rest["rung_loss"] != first["rung_loss"]
     # Same weights after 4 iterations: same loss and the same evaluation.
     assert rest["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-5)
     for key in ("ap", "ap50"):
