@@ -117,7 +117,7 @@ def run_launch(args: argparse.Namespace) -> int:
     from search.cli.sweep import print_fronts, run_and_record
 
     res = run_and_record(config, address=address, resume=resume, quiet=args.quiet, report=not args.no_report)
-    print_fronts(res.fronts)
+    print_fronts(res.fronts, output_dir=res.output_dir)
     print(
         f"sweep {res.sweep_id}: {len(res.trials)} trials in {res.seconds:.0f}s on {args.address} "
         f"-> {res.output_dir}"

@@ -21,8 +21,14 @@ __all__ = [
 ]
 
 
-def print_fronts(fronts: dict[str, Any], file: Any = sys.stdout) -> None:
-    """Human-readable fronts (one block per domain)."""
+def print_fronts(fronts: dict[str, Any], file: Any = sys.stdout, output_dir: Any = None) -> None:
+    """Human-readable fronts (one block per domain); with the sweep's ``output_dir``, each block
+    ends with the study's compute (iterations trained of those scheduled, trials stopped early)."""
+    compute: dict[str, list[str]] = {}
+    if output_dir is not None:
+        from search.results.status import compute_lines, sweep_status
+
+        compute = {s.study: compute_lines(s) for s in sweep_status(output_dir).studies}
     for dom, fr in fronts.items():
         ref = ", ".join(f"{n}={r:.4g}" for n, r in zip(fr.objectives, fr.ref))
         print(
@@ -40,6 +46,8 @@ def print_fronts(fronts: dict[str, Any], file: Any = sys.stdout) -> None:
                     continue
                 parts.append(f"{c}={v:.4g}" if isinstance(v, float) else f"{c}={v}")
             print("  " + " ".join(parts) + knee, file=file)
+        for line in compute.get(dom, []):
+            print("  " + line, file=file)
 
 
 def run_and_record(config: Any, **kwargs: Any) -> Any:
@@ -78,7 +86,7 @@ def run_run(args: argparse.Namespace) -> int:
     res = run_and_record(
         config, address=args.address, resume=False, quiet=args.quiet, report=not args.no_report
     )
-    print_fronts(res.fronts)
+    print_fronts(res.fronts, output_dir=res.output_dir)
     print(f"sweep {res.sweep_id}: {len(res.trials)} trials in {res.seconds:.0f}s -> {res.output_dir}")
     return 0
 
@@ -98,7 +106,7 @@ def run_resume(args: argparse.Namespace) -> int:
     res = run_and_record(
         config, address=args.address, resume=True, quiet=args.quiet, report=not args.no_report
     )
-    print_fronts(res.fronts)
+    print_fronts(res.fronts, output_dir=res.output_dir)
     print(f"sweep {res.sweep_id}: {len(res.trials)} trials -> {res.output_dir}")
     return 0
 
@@ -257,7 +265,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = args.output_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = demo_config(out, str(ckpt.resolve()), args.trials_per_domain, args.iterations, args.wandb)
     res = run_and_record(config, quiet=args.quiet)
-    print_fronts(res.fronts)
+    print_fronts(res.fronts, output_dir=res.output_dir)
     print(
         f"demo: {len(res.trials)} trials in {res.seconds:.0f}s; "
         f"report: {res.output_dir / 'report' / 'interactive.html'} (static: index.html)"

@@ -45,6 +45,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.results.journal import REJECTED_ATTR, REPEAT_ATTR
+
 __all__ = [
     "MAX_REPEAT_ASKS",
     "REPEAT_ATTR",
@@ -59,10 +61,6 @@ __all__ = [
 # Proposals in a row that may be repeats before one is trained anyway (a sampler that keeps
 # proposing known points on a nearly exhausted space must not spin).
 MAX_REPEAT_ASKS = 20
-# User attributes that mark Optuna trials which were not trained: a repeat (the trained trial's
-# number) and a point rejected before training (the reason).
-REPEAT_ATTR = "repeat_of"
-REJECTED_ATTR = "rejected_before_training"
 
 PointKey = tuple[tuple[str, str], ...]
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from search.results.journal import repeat_counts
 from search.results.pareto import FrontResult, hypervolume_history
-from search.results.status import REJECTED_PREFIX
+from search.results.status import REJECTED_PREFIX, training_compute
 
 __all__ = [
     "write_report",
@@ -28,6 +29,7 @@ __all__ = [
     "rejections",
     "rejection_lines",
     "latency_check_lines",
+    "compute_paragraph",
 ]
 
 
@@ -141,6 +143,27 @@ def rejection_lines(trials: pd.DataFrame) -> list[str]:
     ]
 
 
+def compute_paragraph(rows: pd.DataFrame, repeats: int | None) -> list[str]:
+    """One study's training compute: iterations trained of those scheduled (what early stopping
+    saved), trials stopped early, and proposals the searcher told Optuna as repeats (never trained)."""
+    trained_it, scheduled_it = training_compute(rows[~_rejected_mask(rows)])
+    if trained_it <= 0:
+        return []
+    status = rows["status"].astype(str)
+    trained = int(status.isin(("completed", "pruned", "failed")).sum())
+    text = (
+        f"Compute: {trained_it} of {scheduled_it} scheduled iterations trained "
+        f"({scheduled_it / trained_it:.2f}x saved by early stopping); {int((status == 'pruned').sum())} "
+        f"of {trained} trained trials stopped early by MO-ASHA"
+    )
+    if repeats:
+        text += (
+            f"; {repeats} proposals repeated a point already trained, training or stopped "
+            "(told to Optuna, not trained, not in the budget)"
+        )
+    return [f"<p>{html.escape(text)}.</p>"]
+
+
 def latency_check_lines(out: Path) -> list[str]:
     """The final fronts' latency re-measured in isolation (``latency_check.json``), if present."""
     import json
@@ -172,6 +195,13 @@ def write_report(out: str | os.PathLike[str]) -> Path:
     # A one-model sweep's studies are its domains.
     label = "Domain" if key == "domain" or (trials["study"] == trials["domain"]).all() else "Study"
     fronts = fronts_for(config, trials)
+    try:
+        repeats = repeat_counts(
+            config.sampler.storage or str(o / "optuna" / "journal.log"),
+            [f"{meta['sweep_id']}-{s}" for s in fronts],
+        )
+    except Exception:  # noqa: BLE001 - the report never fails for lack of the optional journal
+        repeats = {}
     rdir = o / "report"
     rdir.mkdir(parents=True, exist_ok=True)
     cols = [
@@ -210,6 +240,7 @@ def write_report(out: str | os.PathLike[str]) -> Path:
             f"completed feasible trials ({fr.n_total} in total). Hypervolume {fr.hypervolume:.5g} "
             f"with reference point ({html.escape(ref)}). Knee: {html.escape(str(fr.knee_trial_id))}.</p>"
         )
+        parts.extend(compute_paragraph(dtr, repeats.get(f"{meta['sweep_id']}-{dom}")))
         parts.append(f"<img src='{png.name}' style='max-width:100%'>")
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
         for rec in fr.front.to_dict(orient="records"):

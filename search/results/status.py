@@ -52,6 +52,8 @@ __all__ = [
     "study_budgets",
     "study_status",
     "sweep_status",
+    "training_compute",
+    "compute_lines",
     "format_status",
 ]
 
@@ -100,6 +102,18 @@ class StudyStatus:
     eta_s: float | None
     state: str  # "waiting" | "running" | "finished" | "stopped" (no trial running, budget not reached)
     rejected: int = 0  # points rejected before training (no slot, not in the budget, not in counts)
+    # Finished trained trials (completed, stopped, failed): iterations trained, and what their own
+    # schedules asked for (the compute without early stopping); 0 when the store lacks the columns.
+    iterations_trained: int = 0
+    iterations_scheduled: int = 0
+
+    @property
+    def compute_saved(self) -> float:
+        """Iterations the finished trials' schedules asked for / iterations trained (1.0: nothing
+        stopped early; NaN: nothing finished)."""
+        if self.iterations_trained <= 0:
+            return math.nan
+        return self.iterations_scheduled / self.iterations_trained
 
     @property
     def finished(self) -> int:
@@ -124,6 +138,9 @@ class StudyStatus:
             "elapsed_s": self.elapsed_s,
             "eta_s": self.eta_s,
             "rejected_before_training": self.rejected,
+            "iterations_trained": self.iterations_trained,
+            "iterations_scheduled": self.iterations_scheduled,
+            "compute_saved": _plain(self.compute_saved),
         }
 
 
@@ -153,6 +170,18 @@ class SweepStatus:
 
 def _num(df: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce") if col in df else pd.Series([], dtype=float)
+
+
+def training_compute(rows: pd.DataFrame) -> tuple[int, int]:
+    """(iterations trained, iterations scheduled) over the finished trained rows (completed,
+    pruned = stopped by MO-ASHA, failed) that record both ``iterations_done`` and ``iterations``:
+    their ratio is what early stopping saved. Rejected and infeasible points trained nothing."""
+    if not len(rows) or "status" not in rows or "iterations_done" not in rows or "iterations" not in rows:
+        return 0, 0
+    trained = rows[rows["status"].astype(str).isin(("completed", "pruned", "failed"))]
+    done, sched = _num(trained, "iterations_done"), _num(trained, "iterations")
+    ok = done.notna() & sched.notna()
+    return int(done[ok].sum()), int(sched[ok].sum())
 
 
 def study_status(
@@ -217,6 +246,7 @@ def study_status(
         eta = elapsed / finished * max(budget - finished, 0)
     else:
         eta = None
+    trained_it, scheduled_it = training_compute(rows)
     return StudyStatus(
         study=study,
         budget=budget,
@@ -233,6 +263,8 @@ def study_status(
         eta_s=eta,
         state=state,
         rejected=rejected,
+        iterations_trained=trained_it,
+        iterations_scheduled=scheduled_it,
     )
 
 
@@ -307,6 +339,22 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def compute_lines(s: StudyStatus) -> list[str]:
+    """What early stopping and the pre-slot gate did in a study, as text (empty when nothing
+    finished)."""
+    if s.iterations_trained <= 0:
+        return []
+    trained = sum(s.counts.get(k, 0) for k in ("completed", "pruned", "failed"))
+    text = (
+        f"compute: {s.iterations_trained} of {s.iterations_scheduled} scheduled iterations trained "
+        f"({s.compute_saved:.2f}x saved); {s.counts.get('pruned', 0)} of {trained} trained trials "
+        "stopped early by MO-ASHA"
+    )
+    if s.rejected:
+        text += f"; {s.rejected} points rejected before training (no slot)"
+    return [text]
+
+
 def format_status(status: SweepStatus, *, now: float | None = None) -> str:
     """Human-readable status: one block per study."""
     from models.progress import format_duration
@@ -332,6 +380,7 @@ def format_status(status: SweepStatus, *, now: float | None = None) -> str:
         lines.append(
             f"   front: {len(s.front)} trial(s), hypervolume {s.hypervolume:.5g} (ref: {ref}); best {best}"
         )
+        lines.extend(f"   {line}" for line in compute_lines(s))
         for rec in s.front:
             lines.append("     " + " ".join(f"{k}={_fmt(v)}" for k, v in rec.items()))
     return "\n".join(lines)

@@ -56,6 +56,8 @@ def _trial(domain: str, i: int, status: str, method: str, size: int, lr: float, 
         "method": method,
         "lr": lr,
         "iterations": 40,
+        # where training stood: stopped at MO-ASHA's rung 10, failed at 5, running at 20
+        "iterations_done": {"completed": 40, "pruned": 10, "failed": 5, "running": 20}.get(status, 0),
         **params,
         "trainable_pct": pct,
         "latency_ms": lat,

@@ -158,3 +158,28 @@ def test_sweep_files_reach_readers(multi: tuple[SweepResult, dict]) -> None:
     t0 = time.time()
     df = ResultStore(res.output_dir / "results").trials()
     assert len(df) == 12 and time.time() - t0 < 5
+
+
+def test_the_report_states_each_studys_compute_stops_and_repeats(multi: tuple[SweepResult, dict]) -> None:
+    import re
+
+    res, _ = multi
+    html = (res.output_dir / "report" / "index.html").read_text()
+    journal = res.output_dir / "optuna" / "journal.log"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    for study, rows in res.trials.groupby("study"):
+        trained = rows[rows.status.isin(["completed", "pruned", "failed"])]
+        done, sched = int(trained.iterations_done.sum()), int(trained.iterations.sum())
+        stopped = int((rows.status == "pruned").sum())
+        st = optuna.load_study(study_name=f"{res.sweep_id}-{study}", storage=storage)
+        repeats = sum(1 for t in st.trials if REPEAT_ATTR in t.user_attrs)
+        section = html.split(f"Study {study}<", 1)[1].split("<h2>", 1)[0]
+        m = re.search(
+            r"Compute: (\d+) of (\d+) scheduled iterations trained "
+            r"\(([\d.]+)x saved by early stopping\); (\d+) of (\d+) trained",
+            section,
+        )
+        assert m, section[:400]
+        assert (int(m[1]), int(m[2]), int(m[4]), int(m[5])) == (done, sched, stopped, len(trained))
+        assert float(m[3]) == pytest.approx(sched / done, abs=0.005)
+        assert (f"; {repeats} proposals repeated" in section) == (repeats > 0)

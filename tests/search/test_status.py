@@ -66,6 +66,13 @@ def test_status_per_study(tmp_path: Path) -> None:
     text = format_status(st, now=now)
     assert "study clean (running): 7/8 finished (5 completed, 1 running, 1 pruned, 1 infeasible" in text
     assert "front: 3 trial(s), hypervolume" in text and "clean_02" in text
+    # Compute over finished trained trials: clean 5 x 40 + 10 (stopped) of 6 x 40 scheduled;
+    # xray 3 x 40 + 5 (failed) of 4 x 40. Running and infeasible trials are not counted.
+    assert (clean.iterations_trained, clean.iterations_scheduled) == (210, 240)
+    assert (xray.iterations_trained, xray.iterations_scheduled) == (125, 160)
+    assert clean.compute_saved == pytest.approx(240 / 210)
+    assert "compute: 210 of 240 scheduled iterations trained (1.14x saved); 1 of 6 trained trials" in text
+    assert st.to_json()["studies"][0]["compute_saved"] == pytest.approx(240 / 210)
 
 
 def test_a_finished_sweep_has_no_eta(tmp_path: Path) -> None:
