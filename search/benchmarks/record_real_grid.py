@@ -443,13 +443,15 @@ def _sidecar(
         cmd += f" --eval-every {a.eval_every}"
     if a.latency_from:
         cmd += f" --latency-from {a.latency_from}"
+    if getattr(a, "seeds", None) and str(a.seeds) != ",".join(str(s) for s in REAL_SEEDS):
+        cmd += f" --seeds {a.seeds}"
     side: dict[str, Any] = {
         "what": f"REAL trial results for '{use}': every point of "
         f"search.benchmarks.record_real_grid.{grid_name} on the synthetic domain {a.domain!r}",
         "produced_by": f"{cmd} --base <base.pt> --out {a.out} --jobs {a.jobs}",
         "grid_points": n,
         "domain": a.domain,
-        "seeds": REAL_SEEDS,
+        "seeds": sorted({int(x) for x in str(getattr(a, "seeds", "")).split(",") if x.strip()}) or REAL_SEEDS,
         "settings": {**GRIDS[a.grid][2], "domain": a.domain, "eval_every": a.eval_every},
         "columns": (
             "one row per grid point: the flat search parameters (search.engine.space.PARAM_COLUMNS), "
@@ -529,8 +531,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CSV",
         help="take latency_ms per deployed architecture from this earlier table (timed on an idle machine)",
     )
+    ap.add_argument(
+        "--seeds",
+        default=",".join(str(s) for s in REAL_SEEDS),
+        metavar="LIST",
+        help="training seeds of every point, e.g. 3,4,5 for a held-out recording (default: %(default)s)",
+    )
     ap.add_argument("--distances", action="store_true", help="record the domains' feature distances to --out")
     a = ap.parse_args(argv)
+    try:
+        seeds = sorted({int(x) for x in str(a.seeds).split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--seeds: a comma-separated list of integers, got {a.seeds!r}")
+    if not seeds:
+        ap.error("--seeds: at least one seed")
     if a.distances:
         doc = record_distances(a.base, a.out)
         print(json.dumps(doc["frechet"], indent=1))
@@ -565,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         if un_file.exists():
             untrained = json.loads(un_file.read_text())
         else:
-            untrained = {str(s): _untrained_ap(points[0], a.base, s, a.domain, settings) for s in REAL_SEEDS}
+            untrained = {str(s): _untrained_ap(points[0], a.base, s, a.domain, settings) for s in seeds}
             _atomic_json(un_file, untrained)
         print(f"  untrained AP per seed: {untrained}", flush=True)
 
@@ -576,9 +590,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = json.loads(line)
             done[_run_ident(r, int(r.get("seed", 0)))] = r
-    jobs = [(p, s) for p in points for s in REAL_SEEDS]
+    jobs = [(p, s) for p in points for s in seeds]
     todo = [] if a.write_only else [(p, s) for p, s in jobs if _run_ident(p, s) not in done]
-    print(f"{len(points)} grid points x {len(REAL_SEEDS)} seeds, {len(todo)} runs to do", flush=True)
+    print(f"{len(points)} grid points x {len(seeds)} seeds, {len(todo)} runs to do", flush=True)
 
     def finished(r: dict[str, Any]) -> None:
         with open(partial, "a") as fh:
@@ -601,25 +615,20 @@ def main(argv: list[str] | None = None) -> int:
             futs = [pool.submit(_run_point, p, a.base, s, a.domain, a.eval_every, settings) for p, s in todo]
             for f in as_completed(futs):
                 finished(f.result())
-    complete = [p for p in points if all(_run_ident(p, s) in done for s in REAL_SEEDS)]
+    complete = [p for p in points if all(_run_ident(p, s) in done for s in seeds)]
     if not complete:
         print("no grid point has all its seeds yet: nothing written")
         return 1
     ordered = sorted(complete, key=_ident)
     rows = [
-        aggregate([done[_run_ident(p, s)] for s in REAL_SEEDS], latencies[architecture_key(p)])
-        for p in ordered
+        aggregate([done[_run_ident(p, s)] for s in seeds], latencies[architecture_key(p)]) for p in ordered
     ]
     if a.eval_every:
-        _write_csv(
-            curves_path(out), curve_rows([done[_run_ident(p, s)] for p in ordered for s in REAL_SEEDS])
-        )
+        _write_csv(curves_path(out), curve_rows([done[_run_ident(p, s)] for p in ordered for s in seeds]))
     _write_csv(out, rows)
     side = out.with_suffix(".json")
     # Wall time of the runs themselves (a recording may span several processes: --write-only, resume).
-    run_seconds = sum(
-        float(done[_run_ident(p, s)].get("wall_seconds", 0.0)) for p in complete for s in REAL_SEEDS
-    )
+    run_seconds = sum(float(done[_run_ident(p, s)].get("wall_seconds", 0.0)) for p in complete for s in seeds)
     doc = _sidecar(a, len(rows), latencies, spread, run_seconds, untrained)
     if borrowed:
         doc["latency"] = (

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from search.benchmarks import record_real_grid as rec
 from search.benchmarks import select as bench
 from search.engine.space import grid_points
@@ -79,3 +81,28 @@ def test_write_only_tables_round_trip_into_bench_select(tmp_path: Path) -> None:
     assert grid.rows[0]["ap"] == 11.0 and grid.rows[0]["latency_ms"] == 11.3  # borrowed: LoRA deploys as base
     assert grid.curves[(bench.grid_key(lora4), 2)] == {10: 4.5, 20: 7.0, 30: 9.5, 40: 12.0}
     assert grid.iterations == 40 and grid.seeds == [0, 1, 2] and grid.untrained_ap[1] == 0.4
+
+
+def test_seeds_option_records_a_held_out_set_of_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "select_xray.csv"
+    points = [{**p, "iterations": 40} for p in grid_points(rec.SELECT_GRID, rec.SELECT_LRS)]
+    lora4, lora8 = points[0], points[1]
+    runs = [_run(lora4, s, 10.0) for s in (0, 1, 2)] + [_run(lora8, s, 12.0) for s in (0, 1)]
+    (tmp_path / "select_xray.csv.partial").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    keys = {rec.architecture_key(p) for p in points}
+    (tmp_path / "select_xray.csv.latency.json").write_text(
+        json.dumps({"latency_ms": {k: 50.0 for k in keys}, "spread_ms": 9.0})
+    )
+    args = ["--grid", "select", "--domain", "xray", "--iterations", "40", "--out", str(out), "--write-only"]
+    (tmp_path / "select_xray.csv.untrained.json").write_text(json.dumps({"0": 0.5, "1": 0.4}))
+    assert rec.main([*args, "--eval-every", "10", "--seeds", "1,0"]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    # With seeds 0 and 1 both LoRA points are complete; the command that reproduces it names them.
+    assert side["seeds"] == [0, 1] and side["produced_by"].count("--seeds 1,0") == 1
+    grid = bench.load_grid("xray", tmp_path)
+    assert len(grid.rows) == 2 and grid.seeds == [0, 1]
+    with pytest.raises(SystemExit) as exc:
+        rec.main([*args, "--seeds", "a,b"])
+    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
