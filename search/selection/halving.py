@@ -160,8 +160,9 @@ def successive_halving(
 
     With ``budgets``, promotion spends the next rung on deployable candidates: the best
     ``survivors(n)`` among those within the parameter and latency budgets continue, plus the
-    rung's best-AP candidate when it is outside them (it stays the reference for what adaptation
-    reaches on this domain, which the decision's minimum-AP fraction is measured against).
+    rung's best candidate (by ``schedule.promote_by``) when it is outside them: it stays the
+    reference for what adaptation reaches on this domain, which the decision's minimum-AP fraction
+    is measured against.
     """
     alive = list(range(len(points)))
     reached = {i: 0 for i in alive}
