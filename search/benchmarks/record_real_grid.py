@@ -448,7 +448,7 @@ def _sidecar(
     side: dict[str, Any] = {
         "what": f"REAL trial results for '{use}': every point of "
         f"search.benchmarks.record_real_grid.{grid_name} on the synthetic domain {a.domain!r}",
-        "produced_by": f"{cmd} --base <base.pt> --out {a.out} --jobs {a.jobs}",
+        "produced_by": f"{cmd} --base {a.base or '<base.pt>'} --out {a.out} --jobs {a.jobs}",
         "grid_points": n,
         "domain": a.domain,
         "seeds": sorted({int(x) for x in str(getattr(a, "seeds", "")).split(",") if x.strip()}) or REAL_SEEDS,

@@ -309,3 +309,18 @@ def test_rungs_ranked_by_the_recorded_training_loss(tmp_path: Path) -> None:
     assert {"select", "select, rungs by AP"} <= strategies
     text = "\n".join(bench.format_bench(res))
     assert "halving rungs ranked by loss" in text and "minus the training loss before the rung" in text
+
+
+@pytest.mark.parametrize("folder, seeds", [(bench.TABLES, [0, 1, 2]), (bench.TABLES / "heldout", [3, 4, 5])])
+def test_shipped_recordings_load_and_replay(folder: Path, seeds: list[int]) -> None:
+    """The recorded grids in the package (the tuning seeds and the held-out ones) are complete:
+    every domain has its 7 configurations on its seeds with curves and losses up to the end."""
+    res = bench.run_bench(folder, bench.DOMAINS, seeds=1)
+    for d in bench.DOMAINS:
+        grid = bench.load_grid(d, folder)
+        assert grid.seeds == seeds and len(grid.rows) == 7 and grid.iterations == 320
+        for r in grid.rows:
+            for s in seeds:
+                assert grid.curves[(bench.grid_key(r), s)].keys() == set(range(40, 321, 40))
+                assert all(math.isfinite(v) for v in grid.losses[(bench.grid_key(r), s)].values())
+    assert {o["domain"] for o in res["outcomes"]} == set(bench.DOMAINS)
