@@ -87,12 +87,15 @@ def _budget_overrides(args: argparse.Namespace) -> dict[str, float | int]:
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from search.cluster.connect import resolve_address, use_token_file
-    from search.cluster.storage import is_remote_uri
+    from search.cluster.connect import resolve_address, token_auth
 
     address = resolve_address(args.address)
-    use_token_file(args.token_file)
+    with token_auth(args.token_file):
+        return _launch(args, address)
 
+
+def _launch(args: argparse.Namespace, address: str) -> int:
+    from search.cluster.storage import is_remote_uri
     from search.config import load_config
     from search.results.sweep_files import load_sweep
 

@@ -7,9 +7,11 @@ that a cluster's head, workers and drivers share (``RAY_AUTH_MODE=token`` + ``RA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from models.errors import UserError
@@ -20,6 +22,7 @@ __all__ = [
     "write_token_file",
     "auth_env",
     "use_token_file",
+    "token_auth",
     "resolve_address",
 ]
 
@@ -71,11 +74,44 @@ def use_token_file(token_file: str | os.PathLike[str] | None) -> dict[str, str]:
     """
     env = auth_env(token_file)
     os.environ.update(env)
-    if env and "ray._raylet" in sys.modules:
-        from ray._raylet import Config  # type: ignore[attr-defined]
-
-        Config.initialize("")
+    if env:
+        _refresh_ray_auth()
     return env
+
+
+def _refresh_ray_auth() -> None:
+    """Make an imported Ray re-read its auth settings from the environment: its config, then
+    its cached token (the order Ray's own test helpers use)."""
+    if "ray._raylet" not in sys.modules:
+        return  # read at import
+    import ray._raylet as raylet
+
+    raylet.Config.initialize("")  # type: ignore[attr-defined]
+    loader = getattr(raylet, "AuthenticationTokenLoader", None)
+    if loader is not None:
+        loader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def token_auth(token_file: str | os.PathLike[str] | None) -> Iterator[dict[str, str]]:
+    """:func:`use_token_file` for the duration of the block, then the auth environment as it was.
+
+    A driver that connects to a token-auth cluster and later starts a local Ray in the same process
+    (a library caller, a test session) would otherwise hand the local GCS a token file that may be
+    gone by then, and the GCS dies at start.
+    """
+    before = {k: os.environ.get(k) for k in (AUTH_MODE_ENV, AUTH_TOKEN_PATH_ENV)}
+    env = use_token_file(token_file)
+    try:
+        yield env
+    finally:
+        if env:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            _refresh_ray_auth()
 
 
 def resolve_address(address: str) -> str:

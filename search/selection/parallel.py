@@ -12,6 +12,7 @@ folder must be on storage every node sees (as a sweep's ``output_dir``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -87,11 +88,17 @@ class RayExecutor(RungExecutor):
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
     ) -> None:
-        from search.cluster.connect import resolve_address, use_token_file
+        from search.cluster.connect import resolve_address, token_auth
         from search.engine.runner import ensure_ray
 
-        use_token_file(token_file)
-        self._started = ensure_ray(resolve_address(address))
+        # The token applies while this executor is open; close() restores the environment.
+        self._auth = contextlib.ExitStack()
+        self._auth.enter_context(token_auth(token_file))
+        try:
+            self._started = ensure_ray(resolve_address(address))
+        except BaseException:
+            self._auth.close()
+            raise
         self.num_cpus, self.num_gpus = float(num_cpus), float(num_gpus)
 
     def run(
@@ -126,3 +133,4 @@ class RayExecutor(RungExecutor):
 
             ray.shutdown()
             self._started = False
+        self._auth.close()

@@ -40,6 +40,28 @@ def test_auth_env(tmp_path: Path):
     assert sc.auth_env(p) == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(p.resolve())}
 
 
+@pytest.mark.parametrize("before", [None, "/elsewhere/token"])
+def test_token_auth_restores_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str | None
+):
+    # A driver that used a cluster's token and later starts a local Ray must not hand it that token.
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    if before is None:
+        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", before)
+    p = sc.write_token_file(tmp_path / "tok")
+    with sc.token_auth(p) as env:
+        assert os.environ["RAY_AUTH_TOKEN_PATH"] == env["RAY_AUTH_TOKEN_PATH"] == str(p.resolve())
+        assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert os.environ.get("RAY_AUTH_TOKEN_PATH") == before and "RAY_AUTH_MODE" not in os.environ
+    with pytest.raises(RuntimeError), sc.token_auth(p):
+        raise RuntimeError("the launch failed")
+    assert os.environ.get("RAY_AUTH_TOKEN_PATH") == before  # restored on errors too
+    with sc.token_auth(None) as env:  # no token file: nothing set, nothing restored
+        assert env == {} and os.environ.get("RAY_AUTH_TOKEN_PATH") == before
+
+
 @pytest.mark.parametrize("good", ["auto", "ray://head:10001", "ray://10.0.0.5:10001", "127.0.0.2:6379"])
 def test_resolve_address_accepts(good: str):
     assert sc.resolve_address(good) == good

@@ -24,6 +24,7 @@ TINY = [
     "--iterations", "4", "--rungs", "3", "--image-size", "64", "--num-train-images", "3",
     "--num-eval-images", "2", "--batch-size", "1", "--shift-images", "6", "--latency-runs", "1",
     "--device", "cpu", "--seed", "0", "--min-ap-fraction", "0.5", "--accept-untrained", "--json",
+    "--seeds", "1",
 ]  # fmt: skip
 
 
@@ -67,6 +68,9 @@ def _overlap(rows: list[dict[str, Any]]) -> int:
 def test_address_runs_rungs_in_parallel_and_picks_the_same(
     tmp_path: Path, cluster: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import os
+
+    auth_before = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
     data = write_synthetic_coco("clean", tmp_path / "clean", 6, seed=3, image_size=64)
     common = ["--data", str(data), "--images", str(data.parent / "images")]
     here = _select([*common, "--out", str(tmp_path / "here")], capsys)
@@ -78,9 +82,10 @@ def test_address_runs_rungs_in_parallel_and_picks_the_same(
 
     # Parallel: the trials ran in Ray worker processes (not this one); the last rung's two
     # finalists, on a 2-CPU cluster, ran at the same time in two workers.
-    import os
-
     assert len(on_ray["pilot"]) == 5  # one row per candidate (its furthest rung)
+    # The cluster's token applied only while select was connected: a local Ray started later in
+    # this process must not be handed it (its GCS would refuse the driver).
+    assert {k: os.environ.get(k) for k in auth_before} == auth_before
     assert all(int(r["worker_pid"]) != os.getpid() for r in on_ray["pilot"])
     assert all(int(r["worker_pid"]) == os.getpid() for r in here["pilot"])
     finalists = [r for r in on_ray["pilot"] if r["finalist"]]
