@@ -23,7 +23,7 @@ from search.selection.similarity import list_domain_stats
 
 TINY = [
     "--iterations", "1", "--image-size", "64", "--num-train-images", "3", "--num-eval-images", "2",
-    "--batch-size", "1", "--shift-images", "6", "--latency-runs", "1", "--device", "cpu",
+    "--batch-size", "1", "--shift-images", "6", "--latency-runs", "1", "--device", "cpu", "--seeds", "1",
 ]  # fmt: skip
 
 

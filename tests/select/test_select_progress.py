@@ -111,7 +111,9 @@ def test_select_cli_progress_lines_and_quiet(tmp_path: Path, capsys: pytest.Capt
     shown = capsys.readouterr().out
     # Off a terminal: plain progress lines (rung starts, the final count) and the per-trial lines.
     assert "select pilot" in shown and "rung 1/2 (1 it), 2 candidates left" in shown
-    assert "4/4 (100%)" in shown and "select: pilot 1/2" in shown and "\x1b" not in shown
+    # 2 candidates x 2 iterations, then (default --seeds 2) both finalists once more at 2 iterations.
+    assert "8/8 (100%)" in shown and "extra seeds: 2 runs of 2 it" in shown
+    assert "select: pilot 1/2" in shown and "\x1b" not in shown
     assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert "select pilot" not in quiet.out + quiet.err and "select: pilot" not in quiet.out + quiet.err
