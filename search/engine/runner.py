@@ -70,10 +70,20 @@ class SweepResult:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Initialise Ray if needed; True when this call started it (the caller shuts it down)."""
+    """Initialise Ray if needed; True when this call started it (the caller shuts it down).
+
+    A process already connected to Ray keeps that connection; when ``address`` names another
+    cluster's GCS (``HOST:PORT``) that is a UserError, not a silent run on the wrong cluster."""
     import ray
 
     if ray.is_initialized():
+        if address and address != "auto" and not address.startswith("ray://"):
+            current = ray.get_runtime_context().gcs_address
+            if current and current != address:
+                raise UserError(
+                    f"--address {address}: this process is already connected to the Ray cluster at "
+                    f"{current}; disconnect it (ray.shutdown()) first"
+                )
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:

@@ -70,6 +70,12 @@ def test_address_runs_rungs_in_parallel_and_picks_the_same(
 ) -> None:
     import os
 
+    import ray
+
+    # Another test module's Ray may still be up in this process: --address must reach the cluster
+    # (select refuses to run on a different Ray than the one named), so start from none.
+    if ray.is_initialized():
+        ray.shutdown()
     auth_before = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
     data = write_synthetic_coco("clean", tmp_path / "clean", 6, seed=3, image_size=64)
     common = ["--data", str(data), "--images", str(data.parent / "images")]
