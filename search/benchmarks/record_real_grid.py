@@ -434,6 +434,7 @@ def _sidecar(
     spread: float,
     seconds: float,
     untrained: dict[str, float] | None,
+    seeds: list[int],
 ) -> dict[str, Any]:
     base_info = _base_info(a.base)
     grid_name = "REAL_GRID x REAL_LRS" if a.grid == "search" else "SELECT_GRID x SELECT_LRS"
@@ -443,7 +444,7 @@ def _sidecar(
         cmd += f" --eval-every {a.eval_every}"
     if a.latency_from:
         cmd += f" --latency-from {a.latency_from}"
-    if getattr(a, "seeds", None) and str(a.seeds) != ",".join(str(s) for s in REAL_SEEDS):
+    if seeds != REAL_SEEDS:
         cmd += f" --seeds {a.seeds}"
     side: dict[str, Any] = {
         "what": f"REAL trial results for '{use}': every point of "
@@ -451,7 +452,7 @@ def _sidecar(
         "produced_by": f"{cmd} --base {a.base or '<base.pt>'} --out {a.out} --jobs {a.jobs}",
         "grid_points": n,
         "domain": a.domain,
-        "seeds": sorted({int(x) for x in str(getattr(a, "seeds", "")).split(",") if x.strip()}) or REAL_SEEDS,
+        "seeds": seeds,
         "settings": {**GRIDS[a.grid][2], "domain": a.domain, "eval_every": a.eval_every},
         "columns": (
             "one row per grid point: the flat search parameters (search.engine.space.PARAM_COLUMNS), "
@@ -629,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     side = out.with_suffix(".json")
     # Wall time of the runs themselves (a recording may span several processes: --write-only, resume).
     run_seconds = sum(float(done[_run_ident(p, s)].get("wall_seconds", 0.0)) for p in complete for s in seeds)
-    doc = _sidecar(a, len(rows), latencies, spread, run_seconds, untrained)
+    doc = _sidecar(a, len(rows), latencies, spread, run_seconds, untrained, seeds)
     if borrowed:
         doc["latency"] = (
             f"latency_ms of {len(borrowed)} of {len(latencies)} deployed architectures taken from "

@@ -37,18 +37,17 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.errors import UserError
 from models.progress import Progress
-from search.selection.halving import within_budgets
-from search.selection.outcome import SelectionSettings
+from search.selection.halving import DEFAULT_PROMOTE_BY, PROMOTE_BY, within_budgets
 
 # Select's own default (``peftsweep select --promote-by``), so the bench measures what users run.
-PROMOTE_BY_DEFAULT = SelectionSettings.promote_by
+PROMOTE_BY_DEFAULT = DEFAULT_PROMOTE_BY
 
 __all__ = [
     "TABLES",
@@ -660,29 +659,31 @@ def _seed_pair_correlation(
 ) -> float:
     """Spearman correlation over the grid's configurations between AP at (seed, iteration) ``a``
     and at ``b``, over the configurations recorded at both."""
-    pairs = [
+    return _paired_spearman(
         (
             grid.curves.get((k, a[0]), {}).get(a[1], math.nan),
             grid.curves.get((k, b[0]), {}).get(b[1], math.nan),
         )
         for k in keys
-    ]
-    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
-    return spearman([x for x, _ in pairs], [y for _, y in pairs])
+    )
 
 
 def _loss_correlation(grid: DomainGrid, keys: Sequence[Any], seed: int, it: int) -> float:
     """Spearman over configurations between minus the training loss before ``it`` and final AP
     (same seed)."""
-    pairs = [
+    return _paired_spearman(
         (
             -grid.losses.get((k, seed), {}).get(it, math.nan),
             grid.curves.get((k, seed), {}).get(grid.iterations, math.nan),
         )
         for k in keys
-    ]
-    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
-    return spearman([x for x, _ in pairs], [y for _, y in pairs])
+    )
+
+
+def _paired_spearman(pairs: Iterable[tuple[float, float]]) -> float:
+    """:func:`spearman` over the pairs where both values are finite (recorded)."""
+    kept = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    return spearman([x for x, _ in kept], [y for _, y in kept])
 
 
 def _finite_mean(xs: Sequence[float]) -> float:
@@ -927,7 +928,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--promote-by",
-        choices=("loss", "ap", "ap+loss"),
+        choices=PROMOTE_BY,
         default=PROMOTE_BY_DEFAULT,
         help="what ranks a rung, as select's --promote-by (default: select's, %(default)s)",
     )

@@ -18,6 +18,8 @@ __all__ = ["add_select_arguments", "run_select"]
 
 
 def add_select_arguments(parser: argparse.ArgumentParser) -> None:
+    from search.selection.halving import DEFAULT_PROMOTE_BY, PROMOTE_BY  # light: no torch
+
     parser.add_argument(
         "--data", required=True, metavar="NEW.json", help="COCO instance json of the new domain"
     )
@@ -98,8 +100,8 @@ def add_select_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--promote-by",
-        choices=("loss", "ap", "ap+loss"),
-        default="loss",
+        choices=PROMOTE_BY,
+        default=DEFAULT_PROMOTE_BY,
         help="what ranks candidates at a rung before the last: the mean training loss just before "
         "the rung (lower is better; on the recorded grids it orders early candidates by their final "
         "AP far better than their early AP does), their AP, or the mean of both ranks; the decision "

@@ -146,7 +146,7 @@ def rejection_lines(trials: pd.DataFrame) -> list[str]:
 def compute_paragraph(rows: pd.DataFrame, repeats: int | None) -> list[str]:
     """One study's training compute: iterations trained of those scheduled (what early stopping
     saved), trials stopped early, and proposals the searcher told Optuna as repeats (never trained)."""
-    trained_it, scheduled_it = training_compute(rows[~_rejected_mask(rows)])
+    trained_it, scheduled_it = training_compute(rows)  # rejected points are infeasible: not counted
     if trained_it <= 0:
         return []
     status = rows["status"].astype(str)

@@ -27,6 +27,7 @@ from models.errors import UserError
 
 __all__ = [
     "PROMOTE_BY",
+    "DEFAULT_PROMOTE_BY",
     "HalvingSchedule",
     "Rung",
     "HalvingResult",
@@ -45,6 +46,8 @@ RunRung = Callable[[Sequence[tuple[int, Mapping[str, Any]]], int], Sequence[Mapp
 # the two ranks. Early in training AP on a small eval split is near zero and noisy, while the
 # training loss averages many steps and already orders what each method's capacity can fit.
 PROMOTE_BY = ("ap", "loss", "ap+loss")
+# What select ranks by unless told otherwise (search/benchmarks/select_cpu.md: why).
+DEFAULT_PROMOTE_BY = "loss"
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,9 @@ def _ranked(rows: Mapping[int, Mapping[str, Any]], alive: Sequence[int], promote
     by_loss = sorted(ok, key=lambda i: (_loss(rows[i]), i))
     if promote_by == "loss":
         return by_loss
-    pos = {i: by_ap.index(i) + by_loss.index(i) for i in ok}
-    return sorted(ok, key=lambda i: (pos[i], by_ap.index(i)))
+    ap_rank = {i: r for r, i in enumerate(by_ap)}
+    loss_rank = {i: r for r, i in enumerate(by_loss)}
+    return sorted(ok, key=lambda i: (ap_rank[i] + loss_rank[i], ap_rank[i]))
 
 
 def within_budgets(row: Mapping[str, Any], budgets: Any) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from search.selection.decision import Budgets, Decision
+from search.selection.halving import DEFAULT_PROMOTE_BY
 from search.selection.shift import (
     ShiftResult,
 )
@@ -39,7 +40,7 @@ class SelectionSettings:
     lrs: list[float] | None = None  # pilot learning rates (default: [lr])
     rungs: int = 3  # successive-halving rungs (1: every candidate trains the full length)
     eta: float = 2.0  # keep the best 1/eta of a rung
-    promote_by: str = "loss"  # what ranks a rung: see search.selection.halving.PROMOTE_BY
+    promote_by: str = DEFAULT_PROMOTE_BY  # what ranks a rung: see search.selection.halving.PROMOTE_BY
     # Finalists run with this many seeds, decided on the mean (spread in the report). 2: on the
     # recorded select grids one seed missed "<= 10 % regret on every domain" and two met it, at
     # 4.2-4.6 % of a full sweep's compute (search/benchmarks/select_cpu.md).
