@@ -20,14 +20,16 @@ For each domain, budget scenario and pilot seed s:
 - **rules of thumb** ('always LoRA r8', 'always adapters x2', 'always full head', at select's
   default learning rate) train one configuration.
 
-Truth is the grid's final AP (mean over seeds). *Best feasible* is the highest such AP among grid
-configurations within the scenario's parameter and latency budgets; *regret* is best feasible minus
-the picked configuration's AP (AP points and % of the best); a pick outside the budgets or no pick
-counts as the whole best AP lost. *Compute* is trial-iterations as a % of a full sweep of the grid
-(every configuration once, at the grid's training length) and of a full sweep of the project's
-search grid at that length. The same replay prints each method family's best AP
-per domain against the paper's finding (LoRA close to adapters near pretraining, adapters ahead
-under strong shift).
+Truth is the grid's final AP: the mean over every recorded seed (``--truth all``), or over the seeds
+the pick did not train on (``--truth unseen``: an independent truth; it needs more seeds than a pick
+trains on, e.g. the tuning and the held-out recordings pooled by giving ``--tables`` twice).
+*Best feasible* is the highest such AP among grid configurations within the scenario's parameter and
+latency budgets; *regret* is best feasible minus the picked configuration's AP (AP points and % of the
+best); a pick outside the budgets or no pick counts as the whole best AP lost. *Compute* is
+trial-iterations as a % of a full sweep of the grid (every configuration once, at the grid's training
+length) and of a full sweep of the project's search grid at that length. The same replay prints each
+method family's best AP per domain against the paper's finding (LoRA close to adapters near
+pretraining, adapters ahead under strong shift).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,9 @@ __all__ = [
     "Scenario",
     "Outcome",
     "load_grid",
+    "pool_grids",
+    "truth_grid",
+    "TRUTHS",
     "load_distances",
     "grid_key",
     "replay_select",
@@ -140,6 +145,7 @@ class DomainGrid:
     sidecar: dict[str, Any] = field(default_factory=dict)
     # (grid_key, seed) -> iteration -> mean training loss over the steps since the previous evaluation
     losses: dict[tuple[Any, int], dict[int, float]] = field(default_factory=dict)
+    source: str = ""  # the recording's CSV (pooled grids: the CSVs, comma-separated)
 
     def row(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         k = grid_key(params)
@@ -195,7 +201,95 @@ def load_grid(domain: str, tables: str | Path = TABLES) -> DomainGrid:
     side = json.loads(side_path.read_text()) if side_path.is_file() else {}
     iterations = max((int(float(r["iterations"])) for r in raw), default=0)
     untrained = {int(k): float(v) for k, v in (side.get("untrained_ap") or {}).items()}
-    return DomainGrid(domain, rows, curves, sorted(seeds), iterations, untrained, side, losses)
+    return DomainGrid(domain, rows, curves, sorted(seeds), iterations, untrained, side, losses, str(base))
+
+
+def _final_aps(grid: DomainGrid, row: Mapping[str, Any], seeds: Iterable[int]) -> list[float]:
+    """``row``'s finite final APs on ``seeds`` (from the curves: the end of each seed's run)."""
+    aps = (grid.curves.get((grid_key(row), s), {}).get(grid.iterations, math.nan) for s in seeds)
+    return [a for a in aps if math.isfinite(a)]
+
+
+def _rows_over(grid: DomainGrid, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The grid's rows with ap / ap_sd / seeds taken over ``seeds`` only."""
+    rows = []
+    for r in grid.rows:
+        aps = _final_aps(grid, r, seeds)
+        rows.append(
+            {
+                **r,
+                "ap": statistics.fmean(aps) if aps else math.nan,
+                "ap_sd": statistics.stdev(aps) if len(aps) > 1 else math.nan,
+                "seeds": len(aps),
+            }
+        )
+    return rows
+
+
+def pool_grids(grids: Sequence[DomainGrid]) -> DomainGrid:
+    """One domain's recordings on different seeds (e.g. the tuning and the held-out tables) as one
+    grid: the union of their seeds, each configuration's AP the mean over all of them. The
+    recordings must hold the same configurations at the same training length on disjoint seeds."""
+    first = grids[0]
+    if len(grids) == 1:
+        return first
+    keys = sorted(grid_key(r) for r in first.rows)
+    seeds = list(first.seeds)
+    for g in grids[1:]:
+        if g.domain != first.domain:
+            raise UserError(
+                f"--tables: {g.source} is domain {g.domain!r}, {first.source} is {first.domain!r}"
+            )
+        if sorted(grid_key(r) for r in g.rows) != keys or g.iterations != first.iterations:
+            raise UserError(
+                f"--tables: {g.source} records other configurations or training lengths than {first.source}; "
+                "only recordings of the same grid pool"
+            )
+        both = sorted(set(seeds) & set(g.seeds))
+        if both:
+            raise UserError(
+                f"--tables: {g.source} and an earlier table both record seed(s) {both} of {first.domain}; "
+                "pool recordings of different seeds"
+            )
+        seeds += g.seeds
+    side = dict(first.sidecar)
+    minutes = [g.sidecar.get("record_minutes") for g in grids]
+    if all(isinstance(m, (int, float)) for m in minutes):
+        side["record_minutes"] = round(sum(float(m) for m in minutes if m is not None), 1)
+    side["date"] = ", ".join(dict.fromkeys(str(g.sidecar.get("date")) for g in grids))
+    pooled = replace(
+        first,
+        curves={k: v for g in grids for k, v in g.curves.items()},
+        losses={k: v for g in grids for k, v in g.losses.items()},
+        seeds=sorted(seeds),
+        untrained_ap={k: v for g in grids for k, v in g.untrained_ap.items()},
+        sidecar=side,
+        source=", ".join(g.source for g in grids),
+    )
+    return replace(pooled, rows=_rows_over(pooled, pooled.seeds))
+
+
+# What a pick is scored on. "all": the mean over every recorded seed (the seeds the pick was
+# decided on included: a pick that won on a lucky seed is partly credited with that luck).
+# "unseen": the mean over the recorded seeds the pick did not train on (an independent truth;
+# it needs more seeds than select trains, e.g. two recordings pooled).
+TRUTHS = ("all", "unseen")
+
+
+def truth_grid(grid: DomainGrid, seen: Iterable[int], truth: str = "all") -> DomainGrid:
+    """The grid a pick is scored against (see :data:`TRUTHS`); ``seen``: the seeds it trained on."""
+    if truth not in TRUTHS:
+        raise UserError(f"--truth: one of {', '.join(TRUTHS)}, got {truth!r}")
+    if truth == "all":
+        return grid
+    rest = [s for s in grid.seeds if s not in set(seen)]
+    if not rest:
+        raise UserError(
+            f"--truth unseen: {grid.domain} records no seed beyond the {len(grid.seeds)} a pick trained on "
+            "(pool a second recording with another --tables)"
+        )
+    untrained = {s: v for s, v in grid.untrained_ap.items() if s in rest}
+    return replace(grid, rows=_rows_over(grid, rest), untrained_ap=untrained)
 
 
 def load_distances(tables: str | Path = TABLES) -> dict[str, dict[str, float]]:
@@ -255,6 +349,7 @@ class Outcome:
     grid_iterations: int
     full_sweep_iterations: int
     note: str = ""
+    seen: tuple[int, ...] = ()  # the recorded seeds the pick trained on (rules: none)
 
     @property
     def compute_pct(self) -> float:
@@ -290,6 +385,7 @@ class Outcome:
             "compute_pct": self.compute_pct,
             "compute_full_pct": self.compute_full_pct,
             "note": self.note,
+            "seen": list(self.seen),
         }
 
 
@@ -354,8 +450,10 @@ def replay_select(
     strategy: str = "select",
     seeds: int = 1,
     promote_by: str = PROMOTE_BY_DEFAULT,
+    truth: str = "all",
 ) -> Outcome:
-    """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid.
+    """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid
+    (over the seeds ``truth`` says, :data:`TRUTHS`).
 
     ``seeds`` > 1 replays ``--seeds``: the finalists also run, at full length, the next
     ``seeds - 1`` recorded seeds after ``seed`` (cyclically), and the decision is on their mean
@@ -367,7 +465,9 @@ def replay_select(
     from search.selection.warmstart import DEFAULT_PILOT
 
     budgets = scenario.budgets(grid)
-    best = best_feasible(grid, budgets)
+    seen = tuple(seeds_for(grid, seed, seeds))
+    scored = truth_grid(grid, seen, truth)
+    best = best_feasible(scored, budgets)
     queue = candidate_points(pilot or DEFAULT_PILOT, list(lrs or grid.lrs), grid.iterations, warm=list(warm))
     # A grid still being recorded lacks some points: the pilot runs without them (said in the note).
     missing = sorted({_label(w.params) for w in queue if grid.row(w.params) is None})
@@ -409,9 +509,9 @@ def replay_select(
     verdict = nothing_learned(finals, untrained_ap=untrained, noise=grid.ap_noise)
     if verdict is not None:
         # Exit 4: nothing is adapted, the user keeps the base with the new class head -- scored as
-        # the untrained model's AP (mean over the recorded seeds, as every truth here), which fits
+        # the untrained model's AP (mean over the truth's seeds, as every truth here), which fits
         # any budget (no added parameters, the base network's latency).
-        kept = [v for v in grid.untrained_ap.values() if math.isfinite(v)]
+        kept = [v for v in scored.untrained_ap.values() if math.isfinite(v)]
         return Outcome(
             strategy,
             grid.domain,
@@ -423,9 +523,10 @@ def replay_select(
             _label(best),
             *cost,
             "nothing learned: " + verdict,
+            seen,
         )
     params, how = _deployed(decide(finals, budgets), budgets)
-    ap, note = _truth(grid, params, budgets)
+    ap, note = _truth(scored, params, budgets)
     note = "; ".join(x for x in (how, note) if x)
     if missing:
         note = "; ".join(x for x in (note, f"not recorded, left out: {', '.join(missing)}") if x)
@@ -440,6 +541,7 @@ def replay_select(
         _label(best),
         *cost,
         note,
+        seen,
     )
 
 
@@ -463,15 +565,21 @@ def _deployed(decision: Any, budgets: Any) -> tuple[dict[str, Any] | None, str]:
     return None, ""
 
 
+def seeds_for(grid: DomainGrid, seed: int, seeds: int) -> list[int]:
+    """The recorded seeds a ``--seeds`` pick trains on: ``seed`` and the ``seeds - 1`` after it
+    (cyclically over the recorded seeds)."""
+    if seed not in grid.seeds:
+        return [seed]
+    at = grid.seeds.index(seed)
+    return [grid.seeds[(at + k) % len(grid.seeds)] for k in range(min(max(seeds, 1), len(grid.seeds)))]
+
+
 def _extra_seed_rows(
     grid: DomainGrid, finals: Sequence[Mapping[str, Any]], seed: int, seeds: int
 ) -> list[dict[str, Any]]:
     """The finalists' rows at the final iteration for the ``seeds - 1`` recorded seeds after
     ``seed`` (cyclically): what ``peftsweep select --seeds`` trains after the halving."""
-    if seeds <= 1 or seed not in grid.seeds:
-        return []
-    at = grid.seeds.index(seed)
-    others = [grid.seeds[(at + k) % len(grid.seeds)] for k in range(1, min(seeds, len(grid.seeds)))]
+    others = seeds_for(grid, seed, seeds)[1:]
     out = []
     for row in finals:
         for s in others:
@@ -480,25 +588,31 @@ def _extra_seed_rows(
     return out
 
 
-def one_seed_grid(grid: DomainGrid, seed: int, scenario: Scenario) -> Outcome:
-    """Reference, not a strategy: every grid configuration trained to the end with seed ``seed``
-    (the whole grid's compute) and the same decision rule on those APs. Its regret is what the
-    seed-to-seed noise alone costs a one-seed pick: a pilot on one seed cannot expect to do better."""
+def whole_grid(
+    grid: DomainGrid, seed: int, scenario: Scenario, seeds: int = 1, truth: str = "all"
+) -> Outcome:
+    """Reference, not a strategy: every grid configuration trained to the end on the seeds a
+    ``--seeds`` pick from ``seed`` trains on (:func:`seeds_for`; the whole grid's compute, times
+    ``seeds``) and the same decision rule on their mean APs. Its regret is what the seed-to-seed
+    noise alone costs a pick decided on that many seeds: a pilot on them cannot expect to do better."""
     from search.selection.decision import decide
 
     budgets = scenario.budgets(grid)
-    best = best_feasible(grid, budgets)
-    rows = []
-    for r in grid.rows:
-        ap = grid.curves.get((grid_key(r), seed), {}).get(grid.iterations, math.nan)
-        rows.append({**r, "ap": ap, "status": "completed" if math.isfinite(ap) else "failed"})
+    seen = tuple(seeds_for(grid, seed, seeds))
+    scored = truth_grid(grid, seen, truth)
+    best = best_feasible(scored, budgets)
+    rows = []  # one row per configuration and seed: the decision merges seeds as select's does
+    for s in seen:
+        for r in grid.rows:
+            ap = grid.curves.get((grid_key(r), s), {}).get(grid.iterations, math.nan)
+            rows.append({**r, "seed": s, "ap": ap, "status": "completed" if math.isfinite(ap) else "failed"})
     params, how = _deployed(decide(rows, budgets), budgets)
-    ap, note = _truth(grid, params, budgets)
+    ap, note = _truth(scored, params, budgets)
     note = "; ".join(x for x in (how, note) if x)
-    cost = _costs(grid, len(grid.rows) * grid.iterations)
+    cost = _costs(grid, len(seen) * len(grid.rows) * grid.iterations)
     label = _label(params) if params else None
     return Outcome(
-        "(1-seed whole grid)",
+        f"({len(seen)}-seed whole grid)",
         grid.domain,
         scenario.name,
         seed,
@@ -508,6 +622,7 @@ def one_seed_grid(grid: DomainGrid, seed: int, scenario: Scenario) -> Outcome:
         _label(best),
         *cost,
         note,
+        seen,
     )
 
 
@@ -542,7 +657,7 @@ def family_best(grid: DomainGrid) -> dict[str, dict[str, Any]]:
 
 
 def run_bench(
-    tables: str | Path = TABLES,
+    tables: str | Path | Sequence[str | Path] = TABLES,
     domains: Sequence[str] = DOMAINS,
     *,
     rungs: int = 3,
@@ -551,22 +666,30 @@ def run_bench(
     progress: Progress | None = None,
     seeds: int = 2,
     promote_by: str = PROMOTE_BY_DEFAULT,
+    truth: str = "all",
 ) -> dict[str, Any]:
     """Every outcome (select cold and warm, rules) on every domain, scenario and seed;
-    ``progress`` (``models.progress.Progress``) counts the replays, domain and scenario as text."""
-    grids = {d: load_grid(d, tables) for d in domains}
-    have = (Path(tables) / "select_domains.json").is_file()
-    distances = load_distances(tables) if have or len(grids) > 1 else {}
+    ``progress`` (``models.progress.Progress``) counts the replays, domain and scenario as text.
+    Several ``tables`` folders (recordings of the same grids on other seeds) are pooled
+    (:func:`pool_grids`); ``truth`` says which seeds score a pick (:data:`TRUTHS`)."""
+    folders = [tables] if isinstance(tables, (str, Path)) else list(tables)
+    if truth not in TRUTHS:
+        raise UserError(f"--truth: one of {', '.join(TRUTHS)}, got {truth!r}")
+    grids = {d: pool_grids([load_grid(d, f) for f in folders]) for d in domains}
+    have = (Path(folders[0]) / "select_domains.json").is_file()
+    distances = load_distances(folders[0]) if have or len(grids) > 1 else {}
     outcomes: list[Outcome] = []
     # Per pilot seed: select cold (and warm when there are other domains), each with one seed and,
-    # with ``seeds`` > 1, with the finalists' extra seeds; plus the one-seed whole-grid reference.
+    # with ``seeds`` > 1, with the finalists' extra seeds; plus the whole-grid references on the
+    # same seeds (one, and ``seeds``).
     variants = [("select", False, 1, promote_by)]
     variants += [("select + warm", True, 1, promote_by)] if len(grids) > 1 else []
     if seeds > 1:
         variants += [(f"{name}, {seeds} seeds", w, seeds, promote_by) for name, w, _, _ in variants]
     if promote_by != "ap":  # the reference: rungs ranked by their AP, as before --promote-by
         variants.append(("select, rungs by AP", False, 1, "ap"))
-    per_seed = len(variants) + 1
+    references = sorted({1, seeds})
+    per_seed = len(variants) + len(references)
     total = sum(len(SCENARIOS) * (per_seed * len(g.seeds) + len(RULES)) for g in grids.values())
     if progress is not None:
         progress.add("bench", "bench select", total)
@@ -581,10 +704,10 @@ def run_bench(
                     outcomes.append(
                         replay_select(
                             grid, s, sc, warm=warm if use_warm else (), rungs=rungs, eta=eta, strategy=name,
-                            seeds=k, promote_by=by,
+                            seeds=k, promote_by=by, truth=truth,
                         )
                     )  # fmt: skip
-                outcomes.append(one_seed_grid(grid, s, sc))
+                outcomes.extend(whole_grid(grid, s, sc, k, truth) for k in references)
                 if progress is not None:
                     progress.update("bench", advance=per_seed)
             for rule in RULES:
@@ -594,7 +717,9 @@ def run_bench(
     families = {d: family_best(g) for d, g in grids.items()}
     shift = {d: distances.get("source", {}).get(d, math.nan) for d in grids}
     return {
-        "outcomes": [{**o.to_dict(), **_truth_noise(grids[o.domain], o)} for o in outcomes],
+        "outcomes": [
+            {**o.to_dict(), **_truth_noise(truth_grid(grids[o.domain], o.seen, truth), o)} for o in outcomes
+        ],
         "families": families,
         "shift_from_source": shift,
         "noise": {d: g.ap_noise for d, g in grids.items()},
@@ -611,6 +736,8 @@ def run_bench(
         },
         "replayed_on": _machine_and_load(),
         "promote_by": promote_by,
+        "truth": truth,
+        "seeds": {d: g.seeds for d, g in grids.items()},
     }
 
 
@@ -760,14 +887,24 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
         "trial-iterations as % of one full sweep of the recorded grid, and of the search space's full "
         f"sweep (bench search's {FULL_SWEEP_CONFIGS} configurations at the grid's training length). "
         "'select, N seeds': the finalists also run N-1 more recorded seeds, decided on the mean. "
-        "'(1-seed whole grid)' is a reference, not a strategy: every configuration trained to the end "
-        "on the pilot's one seed, the same decision rule -- the regret seed noise alone causes. When "
+        "'(N-seed whole grid)' is a reference, not a strategy: every configuration trained to the end "
+        "on the N seeds an N-seed pick trains on, the same decision rule -- the regret seed noise alone "
+        "causes a decision on N seeds. When "
         "select exits 3 (nothing reaches the minimum AP fraction within the budgets) the closest method "
         "it names is scored if it fits the budgets ('exit 3, its closest'); when it exits 4 (nothing "
         "learned) the user keeps the base with the new class head, scored as the untrained AP. "
         "'within the truth's noise': the regret is at most the standard error of the difference "
         "between the best's and the pick's seed means (the recording cannot tell the pick from the best)."
     )
+    if res.get("truth") == "unseen":
+        lines.append(
+            "truth: each pick is scored on the recorded seeds it did not train on (--truth unseen: an "
+            "independent truth); the rules (no seed involved) on every recorded seed"
+        )
+    else:
+        lines.append("truth: the mean over every recorded seed, the pick's own included (--truth all)")
+    if res.get("seeds"):
+        lines.append("recorded seeds: " + "; ".join(f"{d} {list(s)}" for d, s in res["seeds"].items()))
     if res.get("replayed_on"):
         lines.append(f"replayed on {res['replayed_on']} (a replay of recordings: no timing involved)")
     if res.get("promote_by"):
@@ -807,7 +944,15 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
                 lines.append(f"  the same for minus the training loss before the rung: {by_loss}")
         for sc in dict.fromkeys(o["scenario"] for o in outs if o["domain"] == d):
             here = [o for o in outs if o["domain"] == d and o["scenario"] == sc]
-            lines.append(f"  [{sc}] best feasible: {here[0]['best']} AP {here[0]['best_ap']:.2f}")
+            # The best on every recorded seed (a rule's truth); with --truth unseen each pick is
+            # scored against the best on its own unseen seeds, which may differ.
+            top = next((o for o in here if not o.get("seen")), here[0])
+            every = (
+                " (every seed; each pick against the best on its unseen seeds)"
+                if res.get("truth") == "unseen"
+                else ""
+            )
+            lines.append(f"  [{sc}] best feasible: {top['best']} AP {top['best_ap']:.2f}{every}")
             for st in strategies:
                 rows = [o for o in here if o["strategy"] == st]
                 if not rows:
@@ -835,6 +980,12 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
             f"(worst {s['worst_regret_pct']:5.1f} %), compute {s['mean_compute_pct']:5.1f} % of the grid "
             f"(worst {s['worst_compute_pct']:5.1f} %; {s['worst_compute_full_pct']:4.1f} % of a full sweep)"
         )
+    for st in [s for s in strategies if s.startswith("(")]:
+        rows_st = [o for o in outs if o["strategy"] == st]
+        lines.append(
+            f"  {st:<20} picks with regret > 10 %: {sum(1 for o in rows_st if o['regret_pct'] > 10.0)} of "
+            f"{len(rows_st)} (the same rule on full runs of every configuration on those seeds)"
+        )
     for st in [s for s in strategies if s.startswith("select")]:
         s = _summary(outs, st)
         regret_ok = all(o["regret_pct"] <= 10.0 for o in outs if o["strategy"] == st)
@@ -849,9 +1000,12 @@ def format_bench(res: Mapping[str, Any]) -> list[str]:
         }
         rows_st = [o for o in outs if o["strategy"] == st]
         bad = [o for o in rows_st if o["regret_pct"] > 10.0]
+        k = len(rows_st[0].get("seen") or [1]) if rows_st else 1
+        floor = [o for o in outs if o["strategy"] == f"({k}-seed whole grid)" and o["regret_pct"] > 10.0]
         lines.append(
             f"  {st:<20} picks with regret > 10 %: {len(bad)} of {len(rows_st)}, of which "
-            f"{sum(1 for o in bad if o.get('within_noise'))} within the truth's noise"
+            f"{sum(1 for o in bad if o.get('within_noise'))} within the truth's noise (the whole grid "
+            f"decided on the same {k} seed{'s' if k > 1 else ''}: {len(floor)})"
         )
         lines.append(
             f"  {st:<20} mean regret per domain: "
@@ -912,7 +1066,21 @@ def paper_finding(res: Mapping[str, Any]) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tables", default=str(TABLES), help="folder of the recorded select_<domain> tables")
+    parser.add_argument(
+        "--tables",
+        action="append",
+        default=None,
+        metavar="FOLDER",
+        help="folder of the recorded select_<domain> tables; repeat it to pool recordings of the same "
+        f"grids on other seeds (default: {TABLES})",
+    )
+    parser.add_argument(
+        "--truth",
+        choices=TRUTHS,
+        default="all",
+        help="which recorded seeds score a pick: all, or those it did not train on (unseen: needs "
+        "more seeds than a pick trains on, e.g. two pooled recordings; default: %(default)s)",
+    )
     parser.add_argument(
         "--domains", default=",".join(DOMAINS), help="comma-separated domains (default: %(default)s)"
     )
@@ -942,13 +1110,14 @@ def main(args: argparse.Namespace) -> int:
     # Progress on stderr (stdout is the figures or the JSON): a bar on a terminal, else lines.
     with Progress("off" if getattr(args, "quiet", False) else "auto") as progress:
         res = run_bench(
-            args.tables,
+            args.tables or [TABLES],
             domains,
             rungs=args.rungs,
             eta=args.eta,
             progress=progress,
             seeds=args.seeds,
             promote_by=args.promote_by,
+            truth=args.truth,
         )
     if args.json:
         print(json.dumps(res, indent=1, default=str))

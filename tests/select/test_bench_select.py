@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from models.errors import UserError
 from search.benchmarks import select as bench
 from search.selection.candidates import candidate_points
 from search.selection.decision import Budgets
@@ -192,10 +193,10 @@ def test_bench_progress_counts_every_replay_and_quiet_prints_nothing(
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains]) == 0
     captured = capsys.readouterr()
     # 2 domains x 3 scenarios x (seeds x (cold, warm, cold 2 seeds, warm 2 seeds, cold with rungs by
-    # AP, 1-seed reference) + 3 rules) replays, as plain lines on stderr (captured: not a terminal),
-    # figures on stdout.
+    # AP, 1- and 2-seed references) + 3 rules) replays, as plain lines on stderr (captured: not a
+    # terminal), figures on stdout.
     seeds = len(bench.load_grid("near", tables).seeds)
-    total = 2 * len(bench.SCENARIOS) * (6 * seeds + len(bench.RULES))
+    total = 2 * len(bench.SCENARIOS) * (7 * seeds + len(bench.RULES))
     assert f"bench select {total}/{total} (100%)" in captured.err and "\x1b" not in captured.err
     assert "bench select" not in captured.out and "== summary" in captured.out
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains, "--quiet"]) == 0
@@ -237,18 +238,109 @@ def test_extra_seeds_decide_on_the_mean_and_are_charged(tmp_path: Path) -> None:
 
 def test_one_seed_whole_grid_reference_and_exit_3_closest(tmp_path: Path) -> None:
     grid = _two_seed_domain(tmp_path)
-    ref = bench.one_seed_grid(grid, 0, bench.Scenario("no budget"))
+    ref = bench.whole_grid(grid, 0, bench.Scenario("no budget"))
     # Seed 0's final APs of all 6 configurations, the same rule: LoRA r8 (21 >= 0.9 x 23, the
     # cheapest such), which the halving pilot never took to the last rung; the whole grid's compute.
     assert ref.picked == "lora r8 lr 0.003" and ref.compute_pct == 100.0
     assert ref.regret == pytest.approx(2.0)
-    five = bench.one_seed_grid(grid, 0, bench.Scenario("params <= 5 %", param_budget_pct=5.0))
+    five = bench.whole_grid(grid, 0, bench.Scenario("params <= 5 %", param_budget_pct=5.0))
     assert five.picked == "lora r8 lr 0.003" and five.note == ""
     # Within 4 %: only LoRA r4 (20.0 < 20.7) and class+mask: select exits 3 naming the closest,
     # LoRA r4, which fits the budget -- the method a user deploys, scored as such.
-    four = bench.one_seed_grid(grid, 0, bench.Scenario("params <= 4 %", param_budget_pct=4.0))
+    four = bench.whole_grid(grid, 0, bench.Scenario("params <= 4 %", param_budget_pct=4.0))
     assert four.picked == "lora r4 lr 0.003" and four.note == "exit 3, its closest"
     assert four.best_ap == 20.0 and four.regret == 0.0
+
+
+def test_whole_grid_reference_on_two_seeds_decides_on_their_mean(tmp_path: Path) -> None:
+    grid = _two_seed_domain(tmp_path)
+    ref = bench.whole_grid(grid, 0, bench.Scenario("no budget"), seeds=2)
+    # Mean of seeds 0 and 1: adapters x3 18.75, the rest as seed 0; 0.9 x 23 = 20.7 -> the cheapest
+    # above it, LoRA r8 (21.0). Two full runs of each of the 6 configurations.
+    assert ref.strategy == "(2-seed whole grid)" and ref.picked == "lora r8 lr 0.003"
+    assert ref.seen == (0, 1) and ref.cost_iterations == 2 * 6 * 80
+
+
+def _recording(tables: Path, domain: str, seed: int, spec: dict[str, tuple[float, float, float]]) -> None:
+    """``write_domain`` with its curves recorded as ``seed`` instead of 0."""
+    write_domain(tables, domain, spec, untrained=2.0)
+    path = tables / f"select_{domain}.curves.csv"
+    with open(path, newline="") as fh:
+        rows = [{**r, "seed": str(seed)} for r in csv.DictReader(fh)]
+    _write(path, rows)
+    (tables / f"select_{domain}.json").write_text(
+        json.dumps({"untrained_ap": {str(seed): 2.0}, "record_minutes": 1.5, "date": f"day {seed}"})
+    )
+
+
+def test_pooled_recordings_and_a_truth_the_pick_never_saw(tmp_path: Path) -> None:
+    """Two recordings of one grid on seeds 0 and 1 pool into one two-seed grid; with --truth unseen
+    a pick decided on seed 0 is scored on seed 1 alone."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _recording(tmp_path / "a", "near", 0, NEAR)
+    _recording(tmp_path / "b", "near", 1, {**NEAR, "adapter:3": (15.0, 6.4, 12.4)})
+    grid = bench.pool_grids([bench.load_grid("near", tmp_path / d) for d in ("a", "b")])
+    assert grid.seeds == [0, 1] and grid.untrained_ap == {0: 2.0, 1: 2.0}
+    x3 = grid.row(pilot_matrix("adapter:3", lr=LR, iterations=80)[0])
+    assert x3 is not None and x3["ap"] == pytest.approx(18.75) and x3["seeds"] == 2
+    assert x3["ap_sd"] == pytest.approx(abs(22.5 - 15.0) / 2**0.5)
+    assert grid.sidecar["record_minutes"] == 3.0 and grid.sidecar["date"] == "day 0, day 1"
+    free = bench.Scenario("no budget")
+    # Seed 0's pilot picks adapters x3 (22.5 there, see the hand computation above).
+    mean = bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR])
+    unseen = bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR], truth="unseen")
+    assert mean.picked == unseen.picked == "adapter x3 lr 0.003" and unseen.seen == (0,)
+    assert mean.regret == pytest.approx(23.0 - 18.75)  # the mean of both seeds, seed 0's luck included
+    assert unseen.regret == pytest.approx(23.0 - 15.0)  # seed 1 only
+    # A two-seed pick has no unseen seed left here: a one-line error that says what to do.
+    with pytest.raises(UserError, match="--truth unseen: near records no seed beyond the 2"):
+        bench.replay_select(grid, 0, free, pilot=PILOT, lrs=[LR], seeds=2, truth="unseen")
+
+
+def test_pooling_refuses_overlapping_seeds_and_other_grids(tmp_path: Path) -> None:
+    for d, seed in (("a", 0), ("b", 0), ("c", 1)):
+        (tmp_path / d).mkdir()
+        spec = NEAR if d != "c" else {k: v for k, v in NEAR.items() if k != "class_mask"}
+        _recording(tmp_path / d, "near", seed, spec)
+    a, b, c = (bench.load_grid("near", tmp_path / d) for d in "abc")
+    with pytest.raises(
+        UserError, match=r"--tables: .*b/select_near.csv and an earlier table both record seed\(s\) \[0\]"
+    ):
+        bench.pool_grids([a, b])
+    with pytest.raises(UserError, match=r"--tables: .*c/select_near.csv records other configurations"):
+        bench.pool_grids([a, c])
+
+
+def test_cli_pools_tables_and_scores_on_unseen_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from search.cli import main
+
+    for d, seed in (("a", 0), ("b", 1), ("c", 2)):
+        (tmp_path / d).mkdir()
+        _recording(tmp_path / d, "near", seed, NEAR)
+    args = ["bench", "select", "--domains", "near", "--quiet", "--truth", "unseen"]
+    assert (
+        main(
+            [
+                *args,
+                "--tables",
+                str(tmp_path / "a"),
+                "--tables",
+                str(tmp_path / "b"),
+                "--tables",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "truth: each pick is scored on the recorded seeds it did not train on" in out
+    assert "recorded seeds: near [0, 1, 2]" in out and "(2-seed whole grid)" in out
+    # One recording of one seed cannot score a pick on a seed it did not see.
+    assert main([*args, "--tables", str(tmp_path / "a")]) != 0
+    assert "--truth unseen: near records no seed beyond" in capsys.readouterr().err
 
 
 def test_truth_noise_is_the_standard_error_of_the_difference(tables: Path) -> None:
@@ -327,3 +419,12 @@ def test_shipped_recordings_load_and_replay(folder: Path, seeds: list[int]) -> N
                 assert grid.curves[(bench.grid_key(r), s)].keys() == set(range(40, 321, 40))
                 assert all(math.isfinite(v) for v in grid.losses[(bench.grid_key(r), s)].values())
     assert {o["domain"] for o in res["outcomes"]} == set(bench.DOMAINS)
+
+
+def test_shipped_recordings_pool_into_six_seeds_scored_on_unseen_ones() -> None:
+    """The tuning and the held-out recordings are one grid on disjoint seeds: pooled, every
+    configuration has 6 seeds, and every select pick is scored on seeds it did not train on."""
+    res = bench.run_bench([bench.TABLES, bench.TABLES / "heldout"], bench.DOMAINS, seeds=2, truth="unseen")
+    assert all(s == [0, 1, 2, 3, 4, 5] for s in res["seeds"].values())
+    picks = [o for o in res["outcomes"] if o["strategy"].startswith("select")]
+    assert picks and all(o["seen"] and len(o["seen"]) in (1, 2) for o in picks)
