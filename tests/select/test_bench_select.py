@@ -12,6 +12,7 @@ import pytest
 
 from models.errors import UserError
 from search.benchmarks import select as bench
+from search.benchmarks.select_grid import ID_COLUMNS
 from search.selection.candidates import candidate_points
 from search.selection.decision import Budgets
 from search.selection.warmstart import WarmPoint, history_points, pilot_matrix
@@ -43,7 +44,7 @@ def write_domain(
     rows, curves = [], []
     for item, (ap, pct, lat) in spec.items():
         p = pilot_matrix(item, lr=LR, iterations=80)[0]
-        params = {c: p.get(c, "") for c in bench._ID_COLUMNS + ("iterations",)}
+        params = {c: p.get(c, "") for c in ID_COLUMNS + ("iterations",)}
         rows.append(
             {
                 **params,
