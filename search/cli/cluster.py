@@ -87,9 +87,9 @@ def _budget_overrides(args: argparse.Namespace) -> dict[str, float | int]:
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from search.cluster.connect import resolve_address, token_auth
+    from search.cluster.connect import reachable_address, token_auth
 
-    address = resolve_address(args.address)
+    address = reachable_address(args.address)  # before anything is written
     with token_auth(args.token_file):
         return _launch(args, address)
 

@@ -84,11 +84,20 @@ def run_run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"output_dir": args.output_dir})
     preflight_sweep(config)  # bad files and folders end here, before Ray starts
     res = run_and_record(
-        config, address=args.address, resume=False, quiet=args.quiet, report=not args.no_report
+        config, address=_address(args.address), resume=False, quiet=args.quiet, report=not args.no_report
     )
     print_fronts(res.fronts, output_dir=res.output_dir)
     print(f"sweep {res.sweep_id}: {len(res.trials)} trials in {res.seconds:.0f}s -> {res.output_dir}")
     return 0
+
+
+def _address(address: str | None) -> str | None:
+    """``--address`` checked before anything is written: its form, and that a cluster answers."""
+    if not address:
+        return None
+    from search.cluster.connect import reachable_address
+
+    return reachable_address(address)
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +113,7 @@ def run_resume(args: argparse.Namespace) -> int:
     config, _ = load_sweep(args.output_dir)
     config = config.model_copy(update={"output_dir": str(Path(args.output_dir).resolve())})
     res = run_and_record(
-        config, address=args.address, resume=True, quiet=args.quiet, report=not args.no_report
+        config, address=_address(args.address), resume=True, quiet=args.quiet, report=not args.no_report
     )
     print_fronts(res.fronts, output_dir=res.output_dir)
     print(f"sweep {res.sweep_id}: {len(res.trials)} trials -> {res.output_dir}")

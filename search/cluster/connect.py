@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ __all__ = [
     "use_token_file",
     "token_auth",
     "resolve_address",
+    "check_reachable",
+    "reachable_address",
 ]
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -128,4 +131,40 @@ def resolve_address(address: str) -> str:
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
         raise UserError(f"--address: expected 'auto', 'ray://HOST:PORT' or 'HOST:PORT', got {address!r}")
+    return address
+
+
+# How long a driver waits for the cluster's port to accept a connection before giving up.
+REACH_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """UserError naming ``--address`` when nothing accepts a TCP connection at its HOST:PORT.
+
+    ``ray.init`` waits minutes for a GCS that is not there (a mistyped host or port, a head that
+    is down) before failing with a multi-line trace; this answers within ``timeout`` seconds.
+    ``auto`` is not checked (Ray looks the address up itself and says so when there is none)."""
+    address = resolve_address(address)
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except socket.gaierror:
+        raise UserError(f"--address {address}: unknown host {host!r}") from None
+    except TimeoutError:
+        raise UserError(
+            f"--address {address}: no answer within {timeout:g} s (is the Ray head up, the port open?)"
+        ) from None
+    except OSError as exc:
+        why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or str(exc))
+        raise UserError(f"--address {address}: no Ray cluster answers there ({why})") from None
+
+
+def reachable_address(address: str) -> str:
+    """:func:`resolve_address`, then :func:`check_reachable`: what a driver checks before it
+    writes anything or starts Ray."""
+    address = resolve_address(address)
+    check_reachable(address)
     return address

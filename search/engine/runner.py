@@ -87,6 +87,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
+        from search.cluster.connect import check_reachable
+
+        check_reachable(address)  # seconds, where ray.init would wait minutes for an absent GCS
         ray.init(address=address, log_to_driver=False)
     else:
         # "local": never attach to a leftover cluster named in <temp-dir>/ray_current_cluster.

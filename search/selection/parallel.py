@@ -88,14 +88,15 @@ class RayExecutor(RungExecutor):
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
     ) -> None:
-        from search.cluster.connect import resolve_address, token_auth
+        from search.cluster.connect import reachable_address, token_auth
         from search.engine.runner import ensure_ray
 
+        address = reachable_address(address)
         # The token applies while this executor is open; close() restores the environment.
         self._auth = contextlib.ExitStack()
         self._auth.enter_context(token_auth(token_file))
         try:
-            self._started = ensure_ray(resolve_address(address))
+            self._started = ensure_ray(address)
         except BaseException:
             self._auth.close()
             raise

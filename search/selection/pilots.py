@@ -421,61 +421,8 @@ def run_selection(
     from models.data.check import check_coco_dataset
 
     check_coco_dataset(data_json, images_dir, read_images=False)
-    out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    domain = settings.resolved_domain_name
-    reference = settings.reference_domain or pretraining_domain(settings.base_checkpoint)
-
-    # 1. shift, in the base model's own backbone feature space.
-    model = build_feature_model(settings.model, settings.base_checkpoint)
-    target_images = list(load_coco_images(data_json, images_dir, limit=settings.shift_images))
-    target_stats = domain_stats_from_images(model, target_images, settings.image_size)
-    key = feature_key_for(settings.model, settings.base_checkpoint, target_stats.levels)
-    ref_stats = _reference_stats(settings, reference, model, key)
-    del model
-    shift = measure_shift(ref_stats, target_stats)
-    log(
-        f"select: domain {domain!r}: shift from {reference!r}: Frechet {shift.frechet:.3f}, "
-        f"MMD^2 {shift.mmd:.4f} ({shift.n_target} images, {shift.dim}-d features)"
-    )
-
-    # 2. warm start from the nearest earlier domains, then the pilot matrix.
-    neighbours: list[Neighbour] = []
-    for h in settings.history:
-        neighbours.extend(
-            nearest_domains(h, target_stats, settings.neighbours, feature_key=key, exclude=[reference])
-        )
-    neighbours.sort(key=lambda n: (n.distance, n.domain))
-    known = _known_shifts(settings.history, ref_stats, key, exclude=[reference])
-    neighbours = neighbours[: settings.neighbours]
-    warm = neighbour_points(
-        settings.history,
-        target_stats,
-        feature_key=key,
-        budgets=settings.budgets,
-        k=settings.neighbours,
-        exclude=[reference],
-    )
-    queue = candidate_points(settings.pilot, settings.pilot_lrs, settings.iterations, warm=warm)
-    schedule = HalvingSchedule.geometric(
-        settings.iterations, settings.rungs, settings.eta, promote_by=settings.promote_by
-    )
-    if neighbours:
-        log(
-            "select: nearest earlier domains: "
-            + ", ".join(f"{n.domain} ({n.distance:.3f})" for n in neighbours)
-        )
-
-    # 3. the pilot: successive halving over the queue (an enqueued Optuna study), here or on Ray.
-    sweep_id = f"select-{uuid.uuid4().hex[:8]}"
-    runner = run_point or trial_runner(settings)
-    untrained = math.nan
-    if run_point is None and queue:
-        untrained = untrained_ap(settings, queue[0].params)
-        log(f"select: untrained model (base + new class head): AP {untrained:.2f}")
-    from search.results.store import ResultStore
-
-    store = ResultStore(out / "results")
+    # Connect first: a bad or unreachable --address ends here, before a folder is written or a
+    # feature computed.
     executor: RungExecutor = (
         RayExecutor(
             settings.address,
@@ -486,14 +433,69 @@ def run_selection(
         if settings.address
         else LocalExecutor()
     )
-    log(
-        f"select: {len(queue)} candidates, rungs {list(schedule.rungs)} iterations "
-        f"(keep 1/{schedule.eta:g}, ranked by {schedule.promote_by}), "
-        + (f"on the Ray cluster at {settings.address}" if settings.address else "in this process")
-    )
-    if progress is not None:
-        progress.start(schedule.rungs, len(queue), schedule, extra_seeds=settings.seeds - 1)
     try:
+        out = Path(settings.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        domain = settings.resolved_domain_name
+        reference = settings.reference_domain or pretraining_domain(settings.base_checkpoint)
+
+        # 1. shift, in the base model's own backbone feature space.
+        model = build_feature_model(settings.model, settings.base_checkpoint)
+        target_images = list(load_coco_images(data_json, images_dir, limit=settings.shift_images))
+        target_stats = domain_stats_from_images(model, target_images, settings.image_size)
+        key = feature_key_for(settings.model, settings.base_checkpoint, target_stats.levels)
+        ref_stats = _reference_stats(settings, reference, model, key)
+        del model
+        shift = measure_shift(ref_stats, target_stats)
+        log(
+            f"select: domain {domain!r}: shift from {reference!r}: Frechet {shift.frechet:.3f}, "
+            f"MMD^2 {shift.mmd:.4f} ({shift.n_target} images, {shift.dim}-d features)"
+        )
+
+        # 2. warm start from the nearest earlier domains, then the pilot matrix.
+        neighbours: list[Neighbour] = []
+        for h in settings.history:
+            neighbours.extend(
+                nearest_domains(h, target_stats, settings.neighbours, feature_key=key, exclude=[reference])
+            )
+        neighbours.sort(key=lambda n: (n.distance, n.domain))
+        known = _known_shifts(settings.history, ref_stats, key, exclude=[reference])
+        neighbours = neighbours[: settings.neighbours]
+        warm = neighbour_points(
+            settings.history,
+            target_stats,
+            feature_key=key,
+            budgets=settings.budgets,
+            k=settings.neighbours,
+            exclude=[reference],
+        )
+        queue = candidate_points(settings.pilot, settings.pilot_lrs, settings.iterations, warm=warm)
+        schedule = HalvingSchedule.geometric(
+            settings.iterations, settings.rungs, settings.eta, promote_by=settings.promote_by
+        )
+        if neighbours:
+            log(
+                "select: nearest earlier domains: "
+                + ", ".join(f"{n.domain} ({n.distance:.3f})" for n in neighbours)
+            )
+
+        # 3. the pilot: successive halving over the queue (an enqueued Optuna study), here or on Ray.
+        sweep_id = f"select-{uuid.uuid4().hex[:8]}"
+        runner = run_point or trial_runner(settings)
+        untrained = math.nan
+        if run_point is None and queue:
+            untrained = untrained_ap(settings, queue[0].params)
+            log(f"select: untrained model (base + new class head): AP {untrained:.2f}")
+        from search.results.store import ResultStore
+
+        store = ResultStore(out / "results")
+        log(
+            f"select: {len(queue)} candidates, rungs {list(schedule.rungs)} iterations "
+            f"(keep 1/{schedule.eta:g}, ranked by {schedule.promote_by}), "
+            + (f"on the Ray cluster at {settings.address}" if settings.address else "in this process")
+        )
+        if progress is not None:
+            progress.start(schedule.rungs, len(queue), schedule, extra_seeds=settings.seeds - 1)
         # Each finished trial is stored at once: an interrupted selection keeps what it measured.
         records = _run_pilot(
             queue,

@@ -208,3 +208,68 @@ def test_launch_rejects_bad_input_before_touching_ray(
     assert cli_main(["launch", str(_config(tmp_path)), *extra]) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_check_reachable_answers_at_once_with_the_reason():
+    import socket
+
+    from search.cluster.connect import check_reachable
+
+    with socket.socket() as server:  # something listening: reachable, in both address forms
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    check_reachable("auto")  # Ray looks that one up itself
+    port = _closed_port()
+    t0 = time.monotonic()
+    with pytest.raises(
+        UserError,
+        match=rf"^--address 127\.0\.0\.1:{port}: no Ray cluster answers there \(connection refused\)$",
+    ):
+        check_reachable(f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 5  # not ray.init's minutes of waiting
+    with pytest.raises(
+        UserError, match=r"^--address no-such-host\.invalid:6379: unknown host 'no-such-host\.invalid'$"
+    ):
+        check_reachable("no-such-host.invalid:6379")
+    with pytest.raises(UserError, match="--address: expected"):
+        check_reachable("head")
+
+
+@pytest.mark.parametrize("command", ["launch", "run"])
+def test_an_address_nobody_answers_at_stops_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+):
+    address = f"127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    assert cli_main([command, str(_config(tmp_path)), "--address", address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"peftsweep: error: --address {address}: no Ray cluster answers there (connection refused)"
+    ]
+    assert not (tmp_path / "out").exists() and time.monotonic() - t0 < 30
+
+
+def test_select_with_an_address_nobody_answers_at_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from models.data.coco import write_synthetic_coco
+
+    data = write_synthetic_coco("clean", tmp_path / "clean", 4, seed=0, image_size=64)
+    address = f"127.0.0.1:{_closed_port()}"
+    out = tmp_path / "sel"
+    args = ["select", "--data", str(data), "--images", str(data.parent / "images"), "--out", str(out)]
+    assert cli_main([*args, "--address", address, "--quiet"]) == 2
+    assert f"--address {address}: no Ray cluster answers there" in capsys.readouterr().err
+    assert not out.exists()
