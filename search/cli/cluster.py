@@ -87,9 +87,9 @@ def _budget_overrides(args: argparse.Namespace) -> dict[str, float | int]:
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from search.cluster.connect import reachable_address, token_auth
+    from search.cluster.connect import check_reachable, token_auth
 
-    address = reachable_address(args.address)  # before anything is written
+    address = check_reachable(args.address)  # before anything is written
     with token_auth(args.token_file):
         return _launch(args, address)
 

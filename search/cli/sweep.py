@@ -95,9 +95,9 @@ def _address(address: str | None) -> str | None:
     """``--address`` checked before anything is written: its form, and that a cluster answers."""
     if not address:
         return None
-    from search.cluster.connect import reachable_address
+    from search.cluster.connect import check_reachable
 
-    return reachable_address(address)
+    return check_reachable(address)
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,6 @@ __all__ = [
     "token_auth",
     "resolve_address",
     "check_reachable",
-    "reachable_address",
 ]
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -138,15 +137,16 @@ def resolve_address(address: str) -> str:
 REACH_TIMEOUT_S = 5.0
 
 
-def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
-    """UserError naming ``--address`` when nothing accepts a TCP connection at its HOST:PORT.
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> str:
+    """:func:`resolve_address`, then a UserError naming ``--address`` when nothing accepts a TCP
+    connection at its HOST:PORT; returns the address.
 
     ``ray.init`` waits minutes for a GCS that is not there (a mistyped host or port, a head that
     is down) before failing with a multi-line trace; this answers within ``timeout`` seconds.
     ``auto`` is not checked (Ray looks the address up itself and says so when there is none)."""
     address = resolve_address(address)
     if address == "auto":
-        return
+        return address
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
@@ -160,11 +160,4 @@ def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
     except OSError as exc:
         why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or str(exc))
         raise UserError(f"--address {address}: no Ray cluster answers there ({why})") from None
-
-
-def reachable_address(address: str) -> str:
-    """:func:`resolve_address`, then :func:`check_reachable`: what a driver checks before it
-    writes anything or starts Ray."""
-    address = resolve_address(address)
-    check_reachable(address)
     return address

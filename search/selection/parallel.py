@@ -88,10 +88,11 @@ class RayExecutor(RungExecutor):
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
     ) -> None:
-        from search.cluster.connect import reachable_address, token_auth
+        from search.cluster.connect import check_reachable, token_auth
         from search.engine.runner import ensure_ray
 
-        address = reachable_address(address)
+        # A cluster must answer there, whether or not this process is connected to some Ray.
+        address = check_reachable(address)
         # The token applies while this executor is open; close() restores the environment.
         self._auth = contextlib.ExitStack()
         self._auth.enter_context(token_auth(token_file))
