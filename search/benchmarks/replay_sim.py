@@ -14,7 +14,10 @@ here are confirmed through Ray (``engine_replay``) on other seeds.
 
 ``python -m search.benchmarks.replay_sim --first-seed 100 --seeds 40 --stopping 0.25:3:epsnet,...``
 prints, per early-stopping setting, the compute saved and the hypervolume kept against the same
-sweeps without stopping (mean and worst seed).
+sweeps without stopping (mean and worst seed). ``--oracle`` replays every evaluation with the
+configuration's *final* AP (:func:`oracle_curves`): a perfect early predictor, which separates
+what early stopping loses through early AP ranking final AP poorly from what the scheduler and
+the sampler's diverging trajectories lose whatever the predictor.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from search.benchmarks.engine_replay import _NAMES, CurveTable, ReplayRun, _cont
 from search.benchmarks.replay_trial import config_key
 from search.config import EarlyStopping
 
-__all__ = ["StoppingEffect", "simulate_replay", "stopping_effect", "parse_stopping"]
+__all__ = ["StoppingEffect", "simulate_replay", "stopping_effect", "parse_stopping", "oracle_curves"]
 
 
 @dataclass
@@ -164,6 +167,13 @@ def stopping_effect(
     return base_hv / grid_hv, out
 
 
+def oracle_curves(ct: CurveTable) -> CurveTable:
+    """``ct`` with every evaluation of a configuration reporting its final AP (same iterations)."""
+    from dataclasses import replace
+
+    return replace(ct, curves={k: [(it, c[-1][1]) for it, _ in c] if c else [] for k, c in ct.curves.items()})
+
+
 def parse_stopping(text: str) -> list[tuple[str, EarlyStopping]]:
     """``"0.25:3:epsnet,0.125:2:rank"`` -> labelled settings (grace fraction : eta : selection)."""
     from models.errors import UserError
@@ -194,11 +204,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--stopping", default="0.25:3:epsnet,0.25:3:rank,0.125:2:rank")
+    ap.add_argument(
+        "--oracle",
+        action="store_true",
+        help="every evaluation reports the final AP (a perfect early predictor)",
+    )
     args = ap.parse_args(list(argv) if argv is not None else None)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ct = load_curve_table(args.table)
+    if args.oracle:
+        ct = oracle_curves(ct)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     base, effects = stopping_effect(
         ct,
@@ -209,12 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
     )
     print(
-        f"{args.table}: {args.sampler}, concurrency {args.concurrency}, seeds {seeds[0]}-{seeds[-1]}; "
+        f"{args.table}{' (oracle: every evaluation reports the final AP)' if args.oracle else ''}: "
+        f"{args.sampler}, concurrency {args.concurrency}, seeds {seeds[0]}-{seeds[-1]}; "
         f"{platform.processor() or platform.machine()}"
     )
     print(f"{'no early stopping':<22} HV of grid {base.mean():.3f} (worst {base.min():.3f})")
     for e in effects:
         print(e.line())
+        print(f"{'':<22} per seed: saved {' '.join(f'{x:.2f}' for x in e.compute_saved)}")
+        print(f"{'':<22}           kept  {' '.join(f'{x:.3f}' for x in e.hv_kept)}")
     return 0
 
 

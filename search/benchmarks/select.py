@@ -251,6 +251,7 @@ def replay_select(
     seeds: int = 1,
     promote_by: str = PROMOTE_BY_DEFAULT,
     truth: str = "all",
+    keep_reference: bool = True,
 ) -> Outcome:
     """Select's pick on ``grid`` with pilot seed ``seed`` (module docstring), scored by the grid
     (over the seeds ``truth`` says, :data:`TRUTHS`).
@@ -272,7 +273,9 @@ def replay_select(
     # A grid still being recorded lacks some points: the pilot runs without them (said in the note).
     missing = sorted({_label(w.params) for w in queue if grid.row(w.params) is None})
     queue = [w for w in queue if grid.row(w.params) is not None]
-    schedule = HalvingSchedule.geometric(grid.iterations, rungs, eta, promote_by=promote_by)
+    schedule = HalvingSchedule.geometric(
+        grid.iterations, rungs, eta, promote_by=promote_by, keep_reference=keep_reference
+    )
 
     def run_rung(cands: Sequence[tuple[int, Mapping[str, Any]]], length: int) -> list[dict[str, Any]]:
         out = []
@@ -482,12 +485,23 @@ def run_bench(
     # Per pilot seed: select cold (and warm when there are other domains), each with one seed and,
     # with ``seeds`` > 1, with the finalists' extra seeds; plus the whole-grid references on the
     # same seeds (one, and ``seeds``).
-    variants = [("select", False, 1, promote_by)]
-    variants += [("select + warm", True, 1, promote_by)] if len(grids) > 1 else []
+    # (strategy, warm start, seeds, promote_by, keep the full-head reference)
+    variants = [("select", False, 1, promote_by, True)]
+    variants += [("select + warm", True, 1, promote_by, True)] if len(grids) > 1 else []
     if seeds > 1:
-        variants += [(f"{name}, {seeds} seeds", w, seeds, promote_by) for name, w, _, _ in variants]
+        variants += [(f"{name}, {seeds} seeds", w, seeds, promote_by, True) for name, w, *_ in variants]
     if promote_by != "ap":  # the reference: rungs ranked by their AP, as before --promote-by
-        variants.append(("select, rungs by AP", False, 1, "ap"))
+        variants.append(("select, rungs by AP", False, 1, "ap", True))
+    # ... and the full-head reference cut by the rungs like any candidate, as before keep_reference
+    variants.append(
+        (
+            f"select, {seeds} seeds, ref. cut" if seeds > 1 else "select, ref. cut",
+            False,
+            seeds,
+            promote_by,
+            False,
+        )
+    )
     references = sorted({1, seeds})
     per_seed = len(variants) + len(references)
     total = sum(len(SCENARIOS) * (per_seed * len(g.seeds) + len(RULES)) for g in grids.values())
@@ -500,11 +514,11 @@ def run_bench(
             budgets = sc.budgets(grid)
             warm = warm_points(d, grids, distances, budgets, neighbours) if len(grids) > 1 else []
             for s in grid.seeds:
-                for name, use_warm, k, by in variants:
+                for name, use_warm, k, by, keep in variants:
                     outcomes.append(
                         replay_select(
                             grid, s, sc, warm=warm if use_warm else (), rungs=rungs, eta=eta, strategy=name,
-                            seeds=k, promote_by=by, truth=truth,
+                            seeds=k, promote_by=by, truth=truth, keep_reference=keep,
                         )
                     )  # fmt: skip
                 outcomes.extend(whole_grid(grid, s, sc, k, truth) for k in references)

@@ -5,7 +5,10 @@ Every candidate trains with the *full* pilot schedule (``iterations`` = the last
 learning-rate schedule does not depend on where it stops); at each rung it stops after that many
 iterations and is evaluated. The best ``1/eta`` of the rung (at least ``min_keep``; ranked by
 ``promote_by``: AP, or the training loss just before the rung, see :data:`PROMOTE_BY`) continue from
-where they stopped to the next rung; the others keep the AP of their last rung. A candidate
+where they stopped to the next rung; the others keep the AP of their last rung. The best
+*reference* candidate (the full head, :func:`is_reference`) always continues while it fits the
+budgets: the decision measures every method against the best pilot AP, so a reference cut early by
+a noisy rung lowers that bar and lets a weaker cheap method through (``keep_reference``). A candidate
 therefore costs the iterations of the furthest rung it reached -- the compute a stopped trial
 saves is real, not an estimate. Ties at a rung go to the earlier candidate in the queue, which puts
 the neighbours' warm-start points (queued first) ahead of the fixed pilot.
@@ -29,6 +32,7 @@ __all__ = [
     "PROMOTE_BY",
     "DEFAULT_PROMOTE_BY",
     "HalvingSchedule",
+    "is_reference",
     "Rung",
     "HalvingResult",
     "RunRung",
@@ -58,6 +62,7 @@ class HalvingSchedule:
     eta: float = 2.0  # keep the best ceil(n / eta) of a rung
     min_keep: int = 2  # never fewer survivors than this (the decision wants a runner-up)
     promote_by: str = "ap"  # what ranks a rung for promotion: one of PROMOTE_BY
+    keep_reference: bool = True  # the best reference candidate within the budgets always continues
 
     def __post_init__(self) -> None:
         if not self.rungs or any(int(r) != r or r < 1 for r in self.rungs):
@@ -73,7 +78,13 @@ class HalvingSchedule:
 
     @classmethod
     def geometric(
-        cls, iterations: int, rungs: int = 3, eta: float = 2.0, min_keep: int = 2, promote_by: str = "ap"
+        cls,
+        iterations: int,
+        rungs: int = 3,
+        eta: float = 2.0,
+        min_keep: int = 2,
+        promote_by: str = "ap",
+        keep_reference: bool = True,
     ) -> HalvingSchedule:
         """``rungs`` lengths ending at ``iterations``, each ``eta`` times the one before
         (rounded; duplicates dropped), e.g. 80 iterations, 3 rungs, eta 2 -> (20, 40, 80)."""
@@ -82,7 +93,7 @@ class HalvingSchedule:
         if rungs < 1:
             raise UserError(f"--rungs: must be >= 1, got {rungs}")
         lengths = sorted({max(1, round(iterations / eta**k)) for k in range(rungs)})
-        return cls(tuple(lengths), eta, min_keep, promote_by)
+        return cls(tuple(lengths), eta, min_keep, promote_by, keep_reference)
 
     def survivors(self, n: int) -> int:
         return min(n, max(self.min_keep, math.ceil(n / self.eta)))
@@ -142,6 +153,12 @@ def _ranked(rows: Mapping[int, Mapping[str, Any]], alive: Sequence[int], promote
     return sorted(ok, key=lambda i: (ap_rank[i] + loss_rank[i], ap_rank[i]))
 
 
+def is_reference(params: Mapping[str, Any]) -> bool:
+    """The pilot's reference for what adaptation reaches on a domain: the full head (the
+    decision's AP bar is a fraction of the best pilot AP, which the reference usually sets)."""
+    return params.get("method") == "full_head"
+
+
 def within_budgets(row: Mapping[str, Any], budgets: Any) -> bool:
     """Parameters and latency within ``budgets`` (a :class:`search.selection.decision.Budgets`);
     both are measured before training, so this is known at the first rung."""
@@ -166,7 +183,8 @@ def successive_halving(
     ``survivors(n)`` among those within the parameter and latency budgets continue, plus the
     rung's best candidate (by ``schedule.promote_by``) when it is outside them: it stays the
     reference for what adaptation reaches on this domain, which the decision's minimum-AP fraction
-    is measured against.
+    is measured against. With ``schedule.keep_reference`` the best-ranked reference candidate
+    (:func:`is_reference`) within the budgets continues too.
     """
     alive = list(range(len(points)))
     reached = {i: 0 for i in alive}
@@ -199,6 +217,9 @@ def successive_halving(
         keep = deployable[: schedule.survivors(len(alive))]
         if ranked and ranked[0] not in keep:
             keep.append(ranked[0])
+        refs = [i for i in deployable if is_reference(points[i])] if schedule.keep_reference else []
+        if refs and refs[0] not in keep:
+            keep.append(refs[0])
         rung.promoted = keep
         alive = sorted(keep)
     return HalvingResult(rungs, last, reached, cost)

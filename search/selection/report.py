@@ -208,7 +208,10 @@ def _sections(
             f"Successive halving over rungs of {', '.join(str(r) for r in rungs)} iterations: every "
             "candidate trained with the full schedule, the best of each rung continued from where it "
             "stopped; `iterations` is how far each got. Only the candidates that reached the last rung "
-            "are compared by the decision. " + _PROMOTION.get(getattr(result, "promote_by", "ap"), "")
+            "are compared by the decision. "
+            + _PROMOTION.get(getattr(result, "promote_by", "ap"), "")
+            + " The best full-head candidate within the budgets always continued: the decision's AP bar "
+            "is a fraction of the best pilot AP, which the full head usually sets."
         )
     compute = getattr(result, "compute_iterations", 0)
     if compute:

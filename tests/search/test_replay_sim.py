@@ -54,3 +54,21 @@ def test_a_malformed_stopping_setting_names_the_option() -> None:
         parse_stopping("0.25:3")
     with pytest.raises(UserError, match="--stopping: '0.25:3:best'"):
         parse_stopping("0.25:3:best")
+
+
+def test_oracle_curves_report_the_final_ap_at_every_evaluation(tmp_path: Path) -> None:
+    """The perfect early predictor: each evaluation of a configuration reports its final AP, so
+    MO-ASHA's rung ranks are the final ranks (and nothing else about the table changes)."""
+    from search.benchmarks.engine_replay import load_curve_table
+    from search.benchmarks.replay_sim import oracle_curves, simulate_replay
+    from search.config import EarlyStopping
+
+    ct = load_curve_table(write_curve_table(tmp_path / "t.csv"))
+    oracle = oracle_curves(ct)
+    assert oracle.curves.keys() == ct.curves.keys() and oracle.table is ct.table
+    for k, curve in ct.curves.items():
+        assert [it for it, _ in oracle.curves[k]] == [it for it, _ in curve]
+        assert {ap for _, ap in oracle.curves[k]} == {curve[-1][1]}
+    es = EarlyStopping(grace_fraction=0.25, reduction_factor=2)
+    run = simulate_replay(oracle, "random", 0, 12, concurrency=1, stopping=es)
+    assert run.pruned >= 1 and len(run.values) == 12  # MO-ASHA still stops (by final AP now)

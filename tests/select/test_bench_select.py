@@ -194,10 +194,10 @@ def test_bench_progress_counts_every_replay_and_quiet_prints_nothing(
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains]) == 0
     captured = capsys.readouterr()
     # 2 domains x 3 scenarios x (seeds x (cold, warm, cold 2 seeds, warm 2 seeds, cold with rungs by
-    # AP, 1- and 2-seed references) + 3 rules) replays, as plain lines on stderr (captured: not a
-    # terminal), figures on stdout.
+    # AP, cold 2 seeds with the reference cut, 1- and 2-seed references) + 3 rules) replays, as
+    # plain lines on stderr (captured: not a terminal), figures on stdout.
     seeds = len(bench.load_grid("near", tables).seeds)
-    total = 2 * len(bench.SCENARIOS) * (7 * seeds + len(bench.RULES))
+    total = 2 * len(bench.SCENARIOS) * (8 * seeds + len(bench.RULES))
     assert f"bench select {total}/{total} (100%)" in captured.err and "\x1b" not in captured.err
     assert "bench select" not in captured.out and "== summary" in captured.out
     assert main(["bench", "select", "--tables", str(tables), "--domains", domains, "--quiet"]) == 0

@@ -173,3 +173,34 @@ def test_loss_promotion_without_losses_falls_back_to_ap() -> None:
 def test_unknown_promotion_names_the_option() -> None:
     with pytest.raises(UserError, match="--promote-by"):
         HalvingSchedule((10, 20), promote_by="speed")
+
+
+def _with_full_head(
+    names: Sequence[str], head: str, pct: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """Points as :func:`_points`, candidate ``head`` being the full-head reference."""
+    return [{**p, "method": "full_head" if p["name"] == head else "lora"} for p in _points(names, pct)]
+
+
+@pytest.mark.parametrize(
+    "keep, budget, calls",
+    [
+        # c (the late bloomer, last by AP at 20 and 40) is the full head: it continues to the end.
+        (True, None, [(["a", "b", "c", "d", "e"], 20), (["b", "c", "d", "e"], 40), (["b", "c", "d"], 80)]),
+        # ... and is cut like any candidate when the schedule does not keep the reference,
+        (False, None, [(["a", "b", "c", "d", "e"], 20), (["b", "d", "e"], 40), (["b", "d"], 80)]),
+        # ... or when it is outside the parameter budget (not deployable, and not the rung's best).
+        (True, 5.0, [(["a", "b", "c", "d", "e"], 20), (["b", "d", "e"], 40), (["b", "d"], 80)]),
+    ],
+)
+def test_the_full_head_reference_continues_while_it_fits_the_budgets(
+    keep: bool, budget: float | None, calls: list[tuple[list[str], int]]
+) -> None:
+    names = ["a", "b", "c", "d", "e"]
+    run = Recorder(_curves())
+    sched = HalvingSchedule((20, 40, 80), eta=2.0, min_keep=2, keep_reference=keep)
+    points = _with_full_head(names, "c", pct={"c": 57.0})
+    res = successive_halving(points, sched, run, budgets=Budgets(param_budget_pct=budget))
+    assert run.calls == calls
+    # Kept, the reference is a finalist and its final AP (30) is what the decision measures against.
+    assert ("c" in [names[i] for i in res.finalists]) is (keep and budget is None)

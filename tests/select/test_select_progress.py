@@ -50,7 +50,9 @@ class _Clock:
 def test_pilot_progress_lines(tmp_path: Path) -> None:
     out = io.StringIO()  # not a terminal: plain lines
     progress = PilotProgress("auto", stream=out, interval=1e9, clock=_Clock())
-    schedule = HalvingSchedule.geometric(80, 3, 2.0)
+    # The full head (the fake's third-best method) is not kept past its rungs here, so the plan made
+    # at the start (survivors by eta alone) is the one that runs; a kept reference re-plans per rung.
+    schedule = HalvingSchedule.geometric(80, 3, 2.0, keep_reference=False)
     queue = candidate_points(DEFAULT_PILOT, [1e-3], 80)
     progress.start(schedule.rungs, len(queue), schedule)
     rows = _run_pilot(
