@@ -406,9 +406,9 @@ class EarlyStopping(_Strict):
     grace_fraction: float = Field(default=0.25, gt=0, lt=1)
     # Each rung continues 1/reduction_factor of the trials that reached it.
     reduction_factor: float = Field(default=3.0, gt=1)
-    # The order a rung continues its trials in: "epsnet" (spread over the front) or "rank"
-    # (non-dominated rank, then crowding distance).
-    selection: Literal["epsnet", "rank"] = "epsnet"
+    # The order a rung continues its trials in: "epsnet" (spread over the front), "rank"
+    # (non-dominated rank, then crowding distance) or "front" (every non-dominated trial, then EpsNet).
+    selection: Literal["epsnet", "rank", "front"] = "epsnet"
 
     def grace_for(self, max_t: int) -> int:
         """The first rung, in iterations, for schedules of at most ``max_t`` iterations."""

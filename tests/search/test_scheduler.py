@@ -195,6 +195,17 @@ def test_epsnet_orders_rank_by_rank_and_spreads_over_the_front() -> None:
     assert [promote(m, i, 2, "epsnet") for i in range(5)] == [True, True, True, False, False]
 
 
+def test_front_selection_continues_every_non_dominated_trial() -> None:
+    # minimisation (-ap, pct): five mutually non-dominated trials and one dominated (f by c).
+    m = np.array([[-0.9, 5.0], [-0.1, 0.1], [-0.5, 2.0], [-0.7, 3.0], [-0.3, 1.0], [-0.4, 2.5]])
+    # eta 3 keeps 2 of 6: EpsNet stops three of the front; "front" stops only the dominated one.
+    assert sum(promote(m, i, 3, "epsnet") for i in range(6)) == 2
+    assert [promote(m, i, 3, "front") for i in range(6)] == [True, True, True, True, True, False]
+    # A dominated trial still continues when it is within the budget by EpsNet order (n / eta).
+    small = np.array([[-0.9, 5.0], [-0.5, 6.0], [-0.1, 7.0]])  # a dominates b and c
+    assert [promote(small, i, 1.5, "front") for i in range(3)] == [True, True, False]
+
+
 def test_unknown_selection_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="selection: 'best'"):
         MOASHAScheduler(METRICS, MODES, selection="best")
