@@ -407,9 +407,17 @@ def test_rungs_ranked_by_the_recorded_training_loss(tmp_path: Path) -> None:
     assert "halving rungs ranked by loss" in text and "minus the training loss before the rung" in text
 
 
-@pytest.mark.parametrize("folder, seeds", [(bench.TABLES, [0, 1, 2]), (bench.TABLES / "heldout", [3, 4, 5])])
+@pytest.mark.parametrize(
+    "folder, seeds",
+    [
+        (bench.TABLES, [0, 1, 2]),
+        (bench.TABLES / "heldout", [3, 4, 5]),
+        (bench.TABLES / "validation", [6, 7, 8]),
+    ],
+)
 def test_shipped_recordings_load_and_replay(folder: Path, seeds: list[int]) -> None:
-    """The recorded grids in the package (the tuning seeds and the held-out ones) are complete:
+    """The recorded grids in the package (the tuning seeds, the held-out ones and the validation
+    recording made after the choices they informed) are complete:
     every domain has its 7 configurations on its seeds with curves and losses up to the end."""
     res = bench.run_bench(folder, bench.DOMAINS, seeds=1)
     for d in bench.DOMAINS:
@@ -422,10 +430,11 @@ def test_shipped_recordings_load_and_replay(folder: Path, seeds: list[int]) -> N
     assert {o["domain"] for o in res["outcomes"]} == set(bench.DOMAINS)
 
 
-def test_shipped_recordings_pool_into_six_seeds_scored_on_unseen_ones() -> None:
-    """The tuning and the held-out recordings are one grid on disjoint seeds: pooled, every
-    configuration has 6 seeds, and every select pick is scored on seeds it did not train on."""
-    res = bench.run_bench([bench.TABLES, bench.TABLES / "heldout"], bench.DOMAINS, seeds=2, truth="unseen")
-    assert all(s == [0, 1, 2, 3, 4, 5] for s in res["seeds"].values())
+def test_shipped_recordings_pool_into_nine_seeds_scored_on_unseen_ones() -> None:
+    """The three recordings are one grid on disjoint seeds: pooled, every configuration has 9
+    seeds, and every select pick is scored on seeds it did not train on."""
+    folders = [bench.TABLES, bench.TABLES / "heldout", bench.TABLES / "validation"]
+    res = bench.run_bench(folders, bench.DOMAINS, seeds=2, truth="unseen")
+    assert all(s == list(range(9)) for s in res["seeds"].values())
     picks = [o for o in res["outcomes"] if o["strategy"].startswith("select")]
     assert picks and all(o["seen"] and len(o["seen"]) in (1, 2) for o in picks)
