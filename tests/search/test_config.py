@@ -50,7 +50,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         ("sampler.name", "cmaes", ["sampler.name", "'nsga2', 'tpe', 'gp' or 'random'"]),
         ("early_stopping.reduction_factor", 1.0, ["early_stopping.reduction_factor"]),
         ("early_stopping.grace_fraction", 1.0, ["early_stopping.grace_fraction", "less than 1"]),
-        ("early_stopping.selection", "best", ["early_stopping.selection", "'epsnet' or 'rank'"]),
+        ("early_stopping.selection", "best", ["early_stopping.selection", "'epsnet', 'rank' or 'front'"]),
         ("trial.function", "no_colon", ["trial.function", "package.module:function"]),
         ("wandb.mode", "cloud", ["wandb.mode", "'auto', 'online', 'offline' or 'disabled'"]),
         ("domains", ["mars"], ["domains[0]", "mars", "allowed: source, clean"]),
