@@ -260,6 +260,11 @@ def _tuner(
     trainable = tune.with_resources(tune.with_parameters(run_study_trial, contexts=contexts), resources)
     storage = out / "tune"
     exp_path = storage / EXPERIMENT
+    snapshots = out / "state" / "tune"  # complete copies of Tune's experiment snapshots
+    if resume:
+        from search.engine.experiment_state import repair_snapshots
+
+        repair_snapshots(exp_path, snapshots)  # one cut off by the driver's death
     if resume and tune.Tuner.can_restore(str(exp_path)):
         return tune.Tuner.restore(
             str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=False
@@ -306,6 +311,7 @@ def _tuner(
         metric=config.metric_names,
         mode=config.modes,
     )
+    searcher.snapshot_backup = str(snapshots)
     scheduler = None
     if config.early_stopping.enabled:
         scheduler = StudyScheduler(

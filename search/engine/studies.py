@@ -220,6 +220,8 @@ class StudyMux(Searcher):
         self.seconds = 0.0
         self._searchers: dict[str, Any] = {}
         self._resumed = False
+        # Where save_to_dir keeps complete copies of Tune's experiment snapshots (set by the runner).
+        self.snapshot_backup: str | None = None
 
     # -------------------------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
@@ -250,6 +252,16 @@ class StudyMux(Searcher):
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(self.__getstate__(), fh)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Tune calls this right after writing its experiment snapshot into ``checkpoint_dir``: a
+        complete copy of that snapshot is kept first (:mod:`search.engine.experiment_state`)."""
+        backup = getattr(self, "snapshot_backup", None)
+        if backup:
+            from search.engine.experiment_state import keep_snapshots
+
+            keep_snapshots(checkpoint_dir, backup)
+        super().save_to_dir(checkpoint_dir, session_str)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:

@@ -52,8 +52,12 @@ def _experiment_files(out: Path) -> dict[Path, bytes]:
 # stale_snapshot: the driver dies before Tune's next snapshot -- simulated by putting back the
 # experiment files as they were before any trial finished, so every trial that finished before the
 # kill is known to the store alone; resume must neither train it again nor rewrite its row.
-@pytest.mark.parametrize("stale_snapshot", [False, True])
-def test_resume_after_kill_9(tmp_path: Path, stale_snapshot: bool) -> None:
+# cut: the driver dies while Tune writes or copies its snapshot (not atomic in Tune), leaving the
+# experiment folder's snapshot empty -- simulated by emptying it; resume restores the whole copy the
+# searcher kept (search.engine.experiment_state) instead of failing to restore the run state.
+@pytest.mark.parametrize("snapshot", ["whole", "stale", "cut"])
+def test_resume_after_kill_9(tmp_path: Path, snapshot: str) -> None:
+    stale_snapshot = snapshot == "stale"
     out = tmp_path / "out"
     log = tmp_path / "steps.log"
     cfg = {
@@ -113,6 +117,11 @@ def test_resume_after_kill_9(tmp_path: Path, stale_snapshot: bool) -> None:
         for p, data in early.items():
             p.write_bytes(data)
         assert not _snapshot_finished(out) & set(done_before), "the snapshot already held them"
+    if snapshot == "cut":
+        newest = sorted((out / "tune").rglob("experiment_state-*.json"), key=lambda p: p.name)[-1]
+        kept = out / "state" / "tune" / newest.name
+        assert "trial_data" in json.loads(kept.read_text())  # the copy kept at Tune's last save is whole
+        newest.write_bytes(b"")
     ledger = out / "wandb" / "logged.json"
     logged_before = set(json.loads(ledger.read_text())) if ledger.exists() else set()
     lr_of = dict(zip(store.trials().trial_id, store.trials().lr))
