@@ -171,7 +171,7 @@ def oracle_curves(ct: CurveTable) -> CurveTable:
     """``ct`` with every evaluation of a configuration reporting its final AP (same iterations)."""
     from dataclasses import replace
 
-    return replace(ct, curves={k: [(it, c[-1][1]) for it, _ in c] if c else [] for k, c in ct.curves.items()})
+    return replace(ct, curves={k: [(it, c[-1][1]) for it, _ in c] for k, c in ct.curves.items()})
 
 
 def parse_stopping(text: str) -> list[tuple[str, EarlyStopping]]:

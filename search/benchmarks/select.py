@@ -305,7 +305,7 @@ def replay_select(
 
     result = successive_halving([w.params for w in queue], schedule, run_rung, budgets=budgets)
     finals = [result.last_rows[i] for i in result.finalists]
-    extra = _extra_seed_rows(grid, finals, seed, seeds)
+    extra = _final_rows(grid, finals, seen[1:])  # what select --seeds trains after the halving
     cost = _costs(grid, result.cost_iterations + len(extra) * grid.iterations)
     finals += extra
     untrained = grid.untrained_ap.get(seed, math.nan)
@@ -377,15 +377,14 @@ def seeds_for(grid: DomainGrid, seed: int, seeds: int) -> list[int]:
     return [grid.seeds[(at + k) % len(grid.seeds)] for k in range(min(max(seeds, 1), len(grid.seeds)))]
 
 
-def _extra_seed_rows(
-    grid: DomainGrid, finals: Sequence[Mapping[str, Any]], seed: int, seeds: int
+def _final_rows(
+    grid: DomainGrid, rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """The finalists' rows at the final iteration for the ``seeds - 1`` recorded seeds after
-    ``seed`` (cyclically): what ``peftsweep select --seeds`` trains after the halving."""
-    others = seeds_for(grid, seed, seeds)[1:]
+    """One row per row of ``rows`` and seed of ``seeds``: its recorded AP at the end of that seed's
+    run, as a trial trained to the end reports it (the decision merges the seeds)."""
     out = []
-    for row in finals:
-        for s in others:
+    for row in rows:
+        for s in seeds:
             ap = grid.curves.get((grid_key(row), s), {}).get(grid.iterations, math.nan)
             out.append({**row, "seed": s, "ap": ap, "status": "completed" if math.isfinite(ap) else "failed"})
     return out
@@ -404,12 +403,7 @@ def whole_grid(
     seen = tuple(seeds_for(grid, seed, seeds))
     scored = truth_grid(grid, seen, truth)
     best = best_feasible(scored, budgets)
-    rows = []  # one row per configuration and seed: the decision merges seeds as select's does
-    for s in seen:
-        for r in grid.rows:
-            ap = grid.curves.get((grid_key(r), s), {}).get(grid.iterations, math.nan)
-            rows.append({**r, "seed": s, "ap": ap, "status": "completed" if math.isfinite(ap) else "failed"})
-    params, how = _deployed(decide(rows, budgets), budgets)
+    params, how = _deployed(decide(_final_rows(grid, grid.rows, seen), budgets), budgets)
     ap, note = _truth(scored, params, budgets)
     note = "; ".join(x for x in (how, note) if x)
     cost = _costs(grid, len(seen) * len(grid.rows) * grid.iterations)
@@ -476,8 +470,6 @@ def run_bench(
     Several ``tables`` folders (recordings of the same grids on other seeds) are pooled
     (:func:`pool_grids`); ``truth`` says which seeds score a pick (:data:`TRUTHS`)."""
     folders = [tables] if isinstance(tables, (str, Path)) else list(tables)
-    if truth not in TRUTHS:
-        raise UserError(f"--truth: one of {', '.join(TRUTHS)}, got {truth!r}")
     grids = {d: pool_grids([load_grid(d, f) for f in folders]) for d in domains}
     have = (Path(folders[0]) / "select_domains.json").is_file()
     distances = load_distances(folders[0]) if have or len(grids) > 1 else {}

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from search.cluster.storage import write_bytes_atomic
 
 __all__ = ["SNAPSHOT_GLOB", "keep_snapshots", "repair_snapshots"]
 
@@ -30,18 +31,6 @@ def _whole(data: bytes) -> bool:
     return True
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def keep_snapshots(staging_dir: str | os.PathLike[str], backup_dir: str | os.PathLike[str]) -> list[str]:
     """Copy each complete snapshot in ``staging_dir`` to ``backup_dir`` (atomically, only when it
     changed); returns the names copied."""
@@ -51,7 +40,7 @@ def keep_snapshots(staging_dir: str | os.PathLike[str], backup_dir: str | os.Pat
         dst = Path(backup_dir) / src.name
         if not _whole(data) or (dst.is_file() and dst.read_bytes() == data):
             continue
-        _atomic_write(dst, data)
+        write_bytes_atomic(dst, data)
         copied.append(src.name)
     return copied
 
@@ -65,6 +54,6 @@ def repair_snapshots(experiment_dir: str | os.PathLike[str], backup_dir: str | o
             continue
         copy = Path(backup_dir) / path.name
         if copy.is_file() and _whole(copy.read_bytes()):
-            _atomic_write(path, copy.read_bytes())
+            write_bytes_atomic(path, copy.read_bytes())
             repaired.append(path.name)
     return repaired

@@ -265,10 +265,10 @@ def _tuner(
         from search.engine.experiment_state import repair_snapshots
 
         repair_snapshots(exp_path, snapshots)  # one cut off by the driver's death
-    if resume and tune.Tuner.can_restore(str(exp_path)):
-        return tune.Tuner.restore(
-            str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=False
-        )
+        if tune.Tuner.can_restore(str(exp_path)):
+            return tune.Tuner.restore(
+                str(exp_path), trainable=trainable, resume_unfinished=True, resume_errored=False
+            )
 
     per_study: dict[str, list[Any]] = {}
     for s in studies:

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.cluster.storage import write_bytes_atomic
 from search.selection.decision import Candidate, config_label
 
 if TYPE_CHECKING:
@@ -345,17 +346,6 @@ def render_html(result: SelectionResult) -> str:
     )
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot_pilot(result: SelectionResult, path: Path) -> bool:
     """AP vs trainable % of the completed pilot trials, front and choice marked; False if nothing to plot."""
     rows = [r for r in result.records if r.get("status") == "completed" and math.isfinite(_num(r.get("ap")))]
@@ -416,6 +406,6 @@ def write_selection_report(result: SelectionResult) -> tuple[Path, Path]:
         html_text = html_text.replace(
             "<h2>Recommendation</h2>", "<img src='pilot.png' alt='pilot'><h2>Recommendation</h2>", 1
         )
-    _atomic_text(md, text)
-    _atomic_text(page, html_text)
+    write_bytes_atomic(md, text.encode())
+    write_bytes_atomic(page, html_text.encode())
     return md, page
