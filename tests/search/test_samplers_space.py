@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,7 +51,9 @@ ADAPTER_KEYS = {
 def objective(p: Mapping[str, Any]) -> list[float]:
     """Rank and repetitions decide the front: within each method the costs are equal, so the front
     is the best-AP point of each method (LoRA rank 8, adapters x2); the rest is small noise."""
-    noise = 0.3 * math.sin(7.0 * hash(str(sorted(p.items()))) % 7)
+    # crc32, not hash(): str hashes are salted per process, which made the objective (and the
+    # samplers' concentration) differ from run to run.
+    noise = 0.3 * math.sin(7.0 * zlib.crc32(str(sorted(p.items())).encode()) % 7)
     if p["method"] == "lora":
         return [40 - 6 * abs(math.log2(p["lora_rank"]) - 3) + noise, 1.0, 10.0]
     return [45 - 8 * abs(p["adapter_repetitions"] - 2) + noise, 1.5, 12.0]
